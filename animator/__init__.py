@@ -1,0 +1,1 @@
+"""Audio to FLAME parameters: speech model, disentangled blendshapes, emotions, training data."""
