@@ -1,9 +1,11 @@
-"""Open FLAME model pickles safely, without chumpy or scipy, and write smplx-loadable ones.
+"""Open pickles safely (FLAME models, dataset pickles) and write smplx-loadable ones.
 
-The official FLAME 2020/2023 `.pkl` files hold chumpy `Ch` objects and a scipy sparse joint
-regressor, pickled under Python 2. A restricted unpickler maps exactly those classes to inert
-stand-ins that keep only their array state; every other global is refused, so opening a model
-file cannot run code.
+The project's rule: no pickle is opened with the stock unpickler. This restricted unpickler
+resolves only what rebuilds numpy arrays, scalars and plain containers (NumPy 1.x or 2.x,
+Python 2 or 3). For FLAME model files it also maps chumpy `Ch` objects and scipy sparse matrices
+(the official FLAME 2020/2023 `.pkl` hold both) to inert stand-ins that keep only their array
+state, so neither chumpy nor scipy is needed. Any other global is refused: opening a file cannot
+run code.
 """
 
 from __future__ import annotations
@@ -26,7 +28,26 @@ _NUMPY_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 store bytes through it
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    *(
+        (mod, name)
+        for mod in ("builtins", "__builtin__")
+        for name in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "int",
+            "float",
+            "complex",
+            "bytearray",
+        )
+    ),
 }
+# numpy's dtype classes (numpy.dtypes.Float32DType, ...) appear in some NumPy 2 pickles.
+_NUMPY_MODULE_PREFIXES = ("numpy.dtypes",)
 
 
 class _Stateful:
@@ -78,9 +99,15 @@ def _reconstructor(cls: type, base: type, state: Any) -> Any:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, *, model_objects: bool) -> None:
+        super().__init__(file, encoding="latin1")
+        self.model_objects = model_objects
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_GLOBALS:
+        if (module, name) in _NUMPY_GLOBALS or module.startswith(_NUMPY_MODULE_PREFIXES):
             return super().find_class(module, name)
+        if not self.model_objects:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
         if module.startswith("chumpy"):
             return _ChumpyArray
         if module.startswith("scipy.sparse"):
@@ -102,17 +129,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_model_pickle(path: str | Path) -> dict[str, Any]:
-    """Read a FLAME-layout pickle into plain numpy values (chumpy and sparse made dense)."""
+def load_pickle(path: str | Path, *, what: str, hint: str, model_objects: bool = False) -> Any:
+    """Read a pickle through the restricted unpickler into plain numpy values and containers.
+
+    Args:
+        what: what the file should be, for messages ("FLAME model", "VOCAset data pickle").
+        hint: the fix to suggest when it cannot be read.
+        model_objects: also accept chumpy arrays and scipy sparse matrices (made dense).
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, encoding="latin1").load()
+            obj = _RestrictedUnpickler(f, model_objects=model_objects).load()
     except FileNotFoundError:
-        raise TalkingAvatarError(
-            f"FLAME model {path} does not exist; pass --flame PATH to a FLAME .pkl "
-            "(or unset TALKING_AVATAR_FLAME to use the bundled head)"
-        ) from None
+        raise TalkingAvatarError(f"{what} {path} does not exist; {hint}") from None
+    except IsADirectoryError:
+        raise TalkingAvatarError(f"{what} {path} is a folder, not a file; {hint}") from None
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -120,14 +152,34 @@ def load_model_pickle(path: str | Path) -> dict[str, Any]:
         TypeError,
         AttributeError,
         IndexError,
+        ImportError,
     ) as err:
         raise TalkingAvatarError(
-            f"{path} is not a readable FLAME model pickle ({type(err).__name__}: {err}); "
-            "re-download the model or point --flame at the right file"
+            f"{path} is not a readable {what} ({type(err).__name__}: {err}); {hint}"
         ) from None
+    return _plain(obj)
+
+
+def load_model_pickle(path: str | Path) -> dict[str, Any]:
+    """Read a FLAME-layout pickle into plain numpy values (chumpy and sparse made dense)."""
+    obj = load_pickle(
+        path,
+        what="FLAME model pickle",
+        hint="pass --flame PATH to a FLAME .pkl (or unset TALKING_AVATAR_FLAME to use the bundled head)",
+        model_objects=True,
+    )
     if not isinstance(obj, dict):
         raise TalkingAvatarError(f"{path} does not hold a FLAME model dictionary")
-    return _plain(obj)
+    return obj
+
+
+def load_data_pickle(path: str | Path) -> Any:
+    """Read a dataset pickle (VOCAset's templates, audio, index): numpy and containers only."""
+    return load_pickle(
+        path,
+        what="dataset pickle",
+        hint="point at the dataset folder that holds it, or re-download it from the dataset site",
+    )
 
 
 def write_pickle(path: str | Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,64 @@
+"""One training sample shared by every dataset loader: mesh sequence, template, labels, audio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["TimedLabel", "MotionSample"]
+
+
+@dataclass(frozen=True)
+class TimedLabel:
+    """A labelled time span in seconds (a phoneme, or an expression phase such as "apex")."""
+
+    label: str
+    start: float
+    end: float
+
+
+@dataclass
+class MotionSample:
+    """A registered mesh sequence with what is known about it.
+
+    Attributes:
+        vertices: per-frame vertex positions `[T, V, 3]` float32, metres. May be a read-only
+            memory-mapped view into the dataset file; `np.asarray(sample.vertices)` reads it.
+        template: the subject's neutral mesh `[V, 3]` float32, metres.
+        fps: frames per second; frame i shows time i / fps.
+        subject: subject or identity name.
+        sentence: sentence name for speech data ("sentence01"), else None.
+        expression: expression label for expression data ("happy"), else None.
+        audio: mono speech `[N]` float32 in [-1, 1], or None when the sample has no audio.
+        sample_rate: audio sample rate in Hz, or None.
+        timings: ground-truth spans where the data has them: phonemes (with their eSpeak
+            mnemonic as label) for speech, phases (neutral, onset, apex, release) for expressions;
+            empty when unknown.
+        split: "train", "val" or "test" when the dataset defines a split for this sample.
+    """
+
+    vertices: np.ndarray  # [T, V, 3]
+    template: np.ndarray  # [V, 3]
+    fps: float
+    subject: str
+    sentence: str | None = None
+    expression: str | None = None
+    audio: np.ndarray | None = None  # [N]
+    sample_rate: int | None = None
+    timings: list[TimedLabel] = field(default_factory=list)
+    split: str | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Length of the motion in seconds (num_frames / fps)."""
+        return self.num_frames / self.fps
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Per-frame displacement from the template `[T, V, 3]` (reads the whole sequence)."""
+        return np.asarray(self.vertices, dtype=np.float32) - self.template[None]

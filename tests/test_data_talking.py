@@ -1,0 +1,124 @@
+"""The stand-in talking set: VOCAset format on disk, and the ground truth it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from animator.data import load_vocaset
+from animator.data.driving import face_unit_vertices
+from animator.data.face_units import FACE_UNIT_NAMES
+from animator.data.talking import (
+    generate_talking_set,
+    lip_gap,
+    make_speakers,
+    sentence_plan,
+    synthesize_clip,
+)
+from animator.data.visemes import viseme_of
+from avatar.errors import TalkingAvatarError
+
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def talking_set(tmp_path_factory, head) -> Path:
+    out = tmp_path_factory.mktemp("talking")
+    generate_talking_set(out, small=True, seed=SEED, head=head, progress=False, log=None)
+    return out
+
+
+def test_written_in_vocaset_layout(talking_set: Path) -> None:
+    for name in ("data_verts.npy", "templates.pkl", "raw_audio_fixed.pkl", "subj_seq_to_idx.pkl"):
+        assert (talking_set / name).is_file()
+    dataset = load_vocaset(talking_set)
+    assert dataset.layout == "released"
+    assert len(dataset) == 6
+    assert {s.split for s in dataset} == {"train", "val", "test"}
+    sample = dataset[0]
+    assert isinstance(sample.vertices, np.memmap)
+    assert (
+        sample.vertices.dtype == np.float32 and sample.vertices.shape[1:] == sample.template.shape
+    )
+    assert sample.timings and sample.timings[0].start == 0.0
+
+
+def test_audio_and_motion_last_the_same(talking_set: Path) -> None:
+    for sample in load_vocaset(talking_set):
+        audio_s = sample.audio.shape[0] / sample.sample_rate
+        assert abs(audio_s - sample.duration) <= 1.0 / sample.fps
+        assert sample.timings[-1].end == pytest.approx(audio_s, abs=1e-4)
+
+
+def test_lips_close_in_bilabials_and_open_in_open_vowels(talking_set: Path, head) -> None:
+    closed_frames = open_vowels = 0
+    for sample in load_vocaset(talking_set):
+        gap = lip_gap(np.asarray(sample.vertices), head, sample.template)  # [T] metres
+        times = np.arange(sample.num_frames) / sample.fps
+        for span in sample.timings:
+            viseme = viseme_of(span.label)
+            if viseme == "bilabial":
+                inside = (times >= span.start) & (times < span.end)
+                closed_frames += int(inside.sum())
+                assert np.all(gap[inside] < 0.001), (sample.subject, sample.sentence, span)
+            elif viseme == "open" and span.end - span.start >= 0.06:
+                centre = int(round(0.5 * (span.start + span.end) * sample.fps))
+                open_vowels += 1
+                assert gap[centre] > 0.005, (sample.subject, sample.sentence, span)
+    assert closed_frames > 30 and open_vowels > 10
+
+
+def test_rest_pose_lips_closed_for_every_speaker(head) -> None:
+    for speaker in make_speakers(head, SEED):
+        from animator.data.driving import identity_template
+
+        template = identity_template(head, speaker.shape)
+        assert lip_gap(template[None], head, template)[0] < 0.001
+
+
+def test_deterministic_from_the_seed(talking_set: Path, head) -> None:
+    speaker = make_speakers(head, SEED)[0]
+    sentence, text = sentence_plan(speaker)[1]
+    clip = synthesize_clip(speaker, sentence, text, SEED)
+    again = synthesize_clip(speaker, sentence, text, SEED)
+    np.testing.assert_array_equal(clip.face_units, again.face_units)
+    np.testing.assert_array_equal(clip.neck_pose, again.neck_pose)
+    assert clip.phonemes == again.phonemes
+    assert clip.audio.shape == again.audio.shape  # noise samples may differ (see espeak.py)
+    stored = load_vocaset(talking_set).sample(speaker.name, sentence)
+    vertices = face_unit_vertices(head, speaker.shape, clip.face_units, neck_pose=clip.neck_pose)
+    np.testing.assert_allclose(np.asarray(stored.vertices), vertices, atol=1e-6)
+    other = make_speakers(head, SEED + 1)[0]
+    assert not np.allclose(other.shape, speaker.shape)
+
+
+def test_speakers_differ(head) -> None:
+    speakers = make_speakers(head, SEED)
+    assert len(speakers) == 12
+    assert len({s.voice for s in speakers}) == 12
+    assert len({s.style.jaw_ratio for s in speakers}) == 12
+    assert [s.split for s in speakers].count("train") == 8
+    held_out = {t for s in speakers if s.split != "train" for _, t in sentence_plan(s)}
+    train = {t for s in speakers if s.split == "train" for _, t in sentence_plan(s)}
+    assert len(train) == 40 and not held_out & train
+
+
+def test_mouth_moves_without_jumps(head) -> None:
+    speaker = make_speakers(head, SEED)[3]
+    sentence, text = sentence_plan(speaker)[5]
+    clip = synthesize_clip(speaker, sentence, text, SEED)
+    mouth = [i for i, n in enumerate(FACE_UNIT_NAMES) if n.startswith(("jaw", "mouth", "tongue"))]
+    step = np.abs(np.diff(clip.face_units[:, mouth], axis=0))  # [T-1, K]
+    assert step.max() < 0.2  # per 1/60 s
+    assert clip.face_units[:, FACE_UNIT_NAMES.index("eyeBlinkLeft")].max() > 0.5 or (
+        clip.num_frames < 90
+    )
+
+
+def test_needs_a_head_with_face_units(tmp_path: Path) -> None:
+    flame_like = SimpleNamespace(face_unit_names=None, source="generic_model.pkl")
+    with pytest.raises(TalkingAvatarError, match="face units"):
+        generate_talking_set(tmp_path, small=True, head=flame_like, log=None)
