@@ -1,0 +1,323 @@
+"""Build the default Gaussian avatar from a head model: Gaussians on its surface, painted as a face.
+
+Gaussians are spread over the rest mesh by area (denser on the eyes, lips and teeth, where detail
+shows), lie flat in their triangle (thin along the normal) and are bound to it, so they follow
+every expression. Colours are painted procedurally from the head's named regions and geometry:
+skin with soft variation and warmer cheeks, darker lips, brows, sclera, iris and pupil, teeth,
+tongue, a dark mouth interior and hair on the skull, with soft lighting baked in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatar.binding import GaussianAvatar, bind_to_triangles
+from avatar.errors import TalkingAvatarError
+from avatar.flame.model import FlameModel
+from avatar.gaussians import Gaussians, rgb_to_sh
+from avatar.paths import ASSETS_DIR
+from avatar.quaternion import matrix_to_quat
+
+
+def _hex(colour: str) -> tuple[float, float, float]:
+    c = colour.lstrip("#")
+    if len(c) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in c):
+        raise TalkingAvatarError(f"colour {colour!r} is not a hex colour like #c89478")
+    return tuple(int(c[i : i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ColourScheme:
+    """Colours of the painted avatar (sRGB hex)."""
+
+    skin: str = "#d9a58a"
+    lips: str = "#b5605f"
+    hair: str = "#3b2a20"
+    brows: str = "#3a2a22"
+    iris: str = "#5b3b22"
+
+
+SKIN_TONES = {
+    "light": "#edc3ae",
+    "medium": "#d9a58a",
+    "tan": "#b98263",
+    "brown": "#8d5a3f",
+    "dark": "#5e3b2a",
+}
+HAIR_COLOURS = {
+    "black": "#1d1815",
+    "brown": "#3b2a20",
+    "auburn": "#6a3322",
+    "blond": "#b58b55",
+    "grey": "#8f8a86",
+}
+IRIS_COLOURS = {"brown": "#5b3b22", "blue": "#4f7596", "green": "#5a7048", "grey": "#6f7a80"}
+
+
+def scheme_from_options(
+    skin: str = "medium", hair: str = "brown", iris: str = "brown", lips: str | None = None
+) -> ColourScheme:
+    """A scheme from named choices (or hex colours): the build script's options."""
+
+    def pick(value: str, table: dict[str, str], what: str) -> str:
+        if value in table:
+            return table[value]
+        if value.startswith("#"):
+            _hex(value)
+            return value
+        raise TalkingAvatarError(
+            f"unknown {what} {value!r}; choose from {', '.join(table)} or a hex colour like #c89478"
+        )
+
+    skin_hex = pick(skin, SKIN_TONES, "skin tone")
+    r, g, b = _hex(skin_hex)
+    default_lips = "#" + "".join(
+        f"{int(255 * min(1.0, x)):02x}" for x in (r * 0.85, g * 0.6, b * 0.68)
+    )
+    hair_hex = pick(hair, HAIR_COLOURS, "hair colour")
+    return ColourScheme(
+        skin=skin_hex,
+        lips=pick(lips, {}, "lip colour") if lips else default_lips,
+        hair=hair_hex,
+        brows=hair_hex,
+        iris=pick(iris, IRIS_COLOURS, "iris colour"),
+    )
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    # Colours are composited as stored; we keep them in display space (as 3DGS captures do).
+    return c
+
+
+def _smooth_noise(
+    points: np.ndarray, rng: np.random.Generator, scale: float, octaves: int = 6
+) -> np.ndarray:
+    """Band-limited noise in about [-1, 1] over 3-D points (a sum of random plane waves)."""
+    out = np.zeros(len(points))
+    for _ in range(octaves):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        freq = rng.uniform(0.6, 1.4) / scale
+        out += np.sin(2 * math.pi * freq * points @ direction + rng.uniform(0, 2 * math.pi))
+    return out / math.sqrt(octaves / 2)
+
+
+def _face_labels(model: FlameModel) -> np.ndarray:
+    """Per triangle, the region it belongs to (by majority of its vertices)."""
+    faces = model.faces.cpu().numpy()
+    labels = np.full(len(faces), "skin", dtype=object)
+    for name in ("mouth_interior", "lips", "tongue", "teeth", "eye_left", "eye_right"):
+        if name in model.regions:
+            mask = np.zeros(model.num_vertices, dtype=bool)
+            mask[model.regions[name]] = True
+            labels[mask[faces].sum(axis=1) >= 2] = name
+    return labels
+
+
+DENSITY = {
+    "skin": 1.0,
+    "lips": 2.5,
+    "mouth_interior": 0.6,
+    "tongue": 0.6,
+    "teeth": 2.0,
+    "eye_left": 4.0,
+    "eye_right": 4.0,
+}
+
+
+def build_default_avatar(
+    model: FlameModel, *, count: int = 40_000, scheme: ColourScheme | None = None, seed: int = 0
+) -> GaussianAvatar:
+    """Gaussians bound to the head's triangles, painted as a face (see the module docstring)."""
+    if count < 1000:
+        raise TalkingAvatarError(
+            f"--count {count} is too few Gaussians for a face; use at least 1000"
+        )
+    if not {"lips", "eye_left", "eye_right"} <= set(model.regions):
+        raise TalkingAvatarError(
+            f"the head model {model.source} lacks the lips/eye regions the painter needs; "
+            "build the default avatar from the bundled head"
+        )
+    scheme = scheme or ColourScheme()
+    rng = np.random.default_rng(seed)
+    verts = model.v_template.cpu().numpy().astype(np.float64)  # [V, 3]
+    faces = model.faces.cpu().numpy()
+    tri = verts[faces]  # [F, 3, 3]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(cross, axis=1)  # [F]
+    normal = cross / np.maximum(2 * area[:, None], 1e-20)
+    labels = _face_labels(model)
+    density = np.array([DENSITY[label] for label in labels])
+    weight = area * density
+    # Stratified counts per triangle (expected count, rounded by a coin flip) and stratified
+    # positions inside it leave fewer holes than independent draws.
+    expected = weight / weight.sum() * count
+    per_face = np.floor(expected + rng.random(len(faces))).astype(np.int64)
+    binding = np.repeat(np.arange(len(faces)), per_face)  # [N]
+    count = len(binding)
+    rank = np.arange(count) - np.repeat(np.cumsum(per_face) - per_face, per_face)
+    r1 = (rank + rng.random(count)) / np.repeat(np.maximum(per_face, 1), per_face)
+    r2 = rng.random(count)
+    s = np.sqrt(r1)
+    bary = np.stack([1 - s, s * (1 - r2), s * r2], axis=1)  # uniform on the triangle
+    means = np.einsum("nk,nkc->nc", bary, tri[binding])  # [N, 3]
+    n = normal[binding]  # [N, 3]
+
+    # Orientation: the Gaussian's local z along the surface normal, x random in the plane.
+    helper = np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    t1 = np.cross(n, helper)
+    t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
+    t2 = np.cross(n, t1)
+    angle = rng.uniform(0, 2 * math.pi, count)[:, None]
+    u = np.cos(angle) * t1 + np.sin(angle) * t2
+    w = np.cross(n, u)
+    rot = np.stack([u, w, n], axis=-1)  # columns: in-plane u, in-plane w, normal
+    quats = matrix_to_quat(torch.as_tensor(rot, dtype=torch.float32))
+
+    # Size: each Gaussian covers about the area its share of samples spans.
+    spacing = np.sqrt(weight.sum() / (count * density[binding]))  # [N] metres
+    sigma = 0.95 * spacing[:, None] * np.exp(rng.normal(0.0, 0.12, (count, 2)))
+    scales = np.concatenate([sigma, np.full((count, 1), 0.08e-3)], axis=1)  # thin along the normal
+
+    colours = paint(model, means, n, labels[binding], scheme, rng)
+    opacities = np.full(count, 0.99)
+    world = Gaussians(
+        means=torch.as_tensor(means, dtype=torch.float32),
+        quats=quats,
+        scales=torch.as_tensor(scales, dtype=torch.float32),
+        opacities=torch.as_tensor(opacities, dtype=torch.float32),
+        sh=rgb_to_sh(torch.as_tensor(colours, dtype=torch.float32))[:, None, :],
+    )
+    return bind_to_triangles(
+        world, torch.as_tensor(binding, dtype=torch.int64), model.v_template, model.faces
+    )
+
+
+def paint(
+    model: FlameModel,
+    p: np.ndarray,
+    n: np.ndarray,
+    label: np.ndarray,
+    scheme: ColourScheme,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Colours `[N, 3]` in [0, 1] for Gaussians at rest positions p `[N, 3]` with normals n."""
+    verts = model.v_template.cpu().numpy()
+    skin = np.array(_hex(scheme.skin))
+    count = len(p)
+    colour = np.tile(skin, (count, 1))
+    # Skin: soft blotchy variation and warmer cheeks, nose tip and ears.
+    colour *= 1.0 + 0.03 * _smooth_noise(p, rng, 0.02)[:, None]
+    colour *= 1.0 + 0.02 * _smooth_noise(p, rng, 0.004)[:, None]
+    eye_l = verts[model.regions["eye_left"]].mean(axis=0)
+    eye_r = verts[model.regions["eye_right"]].mean(axis=0)
+    warm = np.array([1.06, 0.93, 0.92])
+    for centre in (eye_l + [0.012, -0.035, 0.01], eye_r + [-0.012, -0.035, 0.01]):
+        blob = np.exp(-np.sum((p - centre) ** 2, axis=1) / (2 * 0.018**2))
+        colour *= 1 + (warm - 1) * blob[:, None]
+    nose_tip = verts[np.argmax(np.where(np.abs(verts[:, 0]) < 0.005, verts[:, 2], -1))]
+    blob = np.exp(-np.sum((p - nose_tip) ** 2, axis=1) / (2 * 0.012**2))
+    colour *= 1 + (warm - 1) * 0.6 * blob[:, None]
+
+    # Brows: an arc above each eye, thicker towards the middle, with hair-like streaks.
+    brows = np.zeros(count)
+    for centre, side in ((eye_l, 1.0), (eye_r, -1.0)):
+        dx = (p[:, 0] - centre[0]) * side  # + towards the outer end
+        t = dx / 0.026  # -1 (inner end) .. 1 (outer end)
+        arc_y = centre[1] + 0.0185 + 0.004 * (1 - t**2) - 0.003 * np.clip(t, 0, 1)
+        half_thick = 0.0032 * (1.0 - 0.45 * np.clip(t, 0, 1))
+        inside = (np.abs(t) < 1.05) & (p[:, 2] > centre[2])
+        d = np.abs(p[:, 1] - arc_y) / half_thick
+        brows = np.maximum(
+            brows, inside * np.clip(1.3 - d, 0, 1) * np.clip((1.05 - np.abs(t)) * 6, 0, 1)
+        )
+    streaks = 0.8 + 0.2 * _smooth_noise(p * [1.0, 6.0, 1.0], rng, 0.003)
+    brow_colour = np.array(_hex(scheme.brows))
+    colour = (
+        colour * (1 - 0.85 * brows[:, None])
+        + 0.85 * brows[:, None] * brow_colour * streaks[:, None]
+    )
+
+    # Hair: a cap over the skull. Around a centre inside the head, hair covers directions whose
+    # elevation is above a hairline that runs from the forehead down past the ears to the nape.
+    centre = np.array([0.0, eye_l[1] + 0.012, eye_l[2] - 0.085])
+    d = p - centre
+    elevation = np.degrees(np.arctan2(d[:, 1], np.hypot(d[:, 0], d[:, 2])))
+    azimuth = np.arctan2(np.abs(d[:, 0]), d[:, 2])  # 0 in front, pi at the back
+    hairline = (
+        2.5 + 27.0 * np.cos(azimuth) - 5.5 * np.cos(2 * azimuth)
+    )  # 24 deg front, 8 side, -30 back
+    hairline += 1.0 * _smooth_noise(p, rng, 0.015)
+    ear = (np.abs(p[:, 0]) > 0.06) & (np.abs(np.degrees(azimuth) - 95) < 30) & (elevation < 22)
+    fade = np.clip((elevation - hairline) / 3.0, 0, 1) * (~ear) * (label == "skin")
+    strands = 0.75 + 0.25 * _smooth_noise(p * [3.0, 1.0, 3.0], rng, 0.0025, octaves=8)
+    hair_colour = np.array(_hex(scheme.hair)) * strands[:, None]
+    colour = colour * (1 - fade[:, None]) + fade[:, None] * hair_colour
+
+    # Lips: darker and redder, blended at the border.
+    lips = label == "lips"
+    colour[lips] = (
+        np.array(_hex(scheme.lips)) * (1.0 + 0.05 * _smooth_noise(p[lips], rng, 0.003))[:, None]
+    )
+
+    # Mouth: dark interior (darker deeper in), tongue, teeth.
+    mouth = label == "mouth_interior"
+    depth = np.clip((verts[model.regions["lips"], 2].max() - p[mouth, 2]) / 0.04, 0, 1)
+    colour[mouth] = np.array([0.42, 0.17, 0.17]) * (1 - 0.6 * depth)[:, None]
+    colour[label == "tongue"] = [0.66, 0.33, 0.35]
+    colour[label == "teeth"] = [0.92, 0.9, 0.82]
+
+    # Eyes: sclera, iris, pupil around each eyeball's forward (+z) axis.
+    for name, centre in (("eye_left", eye_l), ("eye_right", eye_r)):
+        sel = label == name
+        d = p[sel] - centre
+        cos = d[:, 2] / np.linalg.norm(d, axis=1)
+        ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        c = np.tile([0.93, 0.91, 0.88], (sel.sum(), 1))
+        iris = ang < 27
+        c[iris] = (
+            np.array(_hex(scheme.iris))
+            * (0.8 + 0.35 * np.clip((ang[iris] - 10) / 17, 0, 1))[:, None]
+        )
+        c[(ang > 24) & (ang < 28)] *= 0.55  # limbal ring
+        c[ang < 11] = [0.03, 0.03, 0.03]
+        colour[sel] = c
+
+    # Baked soft light: key from the upper front left, fill from the sky, darker facing down.
+    light = np.array([0.35, 0.55, 0.76])
+    lambert = np.clip(n @ light, 0, 1)
+    sky = 0.5 + 0.5 * n[:, 1]
+    shade = 0.52 + 0.38 * lambert + 0.14 * sky
+    inner = np.isin(label, ["mouth_interior", "tongue", "teeth"])
+    shade[inner] = 0.75 + 0.25 * lambert[inner]
+    shade[np.isin(label, ["eye_left", "eye_right"])] = 1.0
+    return np.clip(_srgb_to_linear(colour) * shade[:, None], 0.0, 1.0)
+
+
+DEFAULT_AVATAR = ASSETS_DIR / "avatar" / "avatar.ply"
+
+
+def load_avatar(path: str | Path | None = None, model: FlameModel | None = None) -> GaussianAvatar:
+    """The avatar to drive: a PLY with binding_0, a GaussianAvatars output folder, or the default.
+
+    The avatar is bound to `model`'s triangles (the bundled head by default); an avatar made
+    for another head (a binding past the model's triangles) is refused with a clear error.
+    """
+    from avatar.flame import load_flame
+    from avatar.ply import load_gaussian_avatars_dir, read_avatar_ply
+
+    model = model if model is not None else load_flame()
+    path = Path(path) if path is not None else DEFAULT_AVATAR
+    if path == DEFAULT_AVATAR and not path.exists():
+        raise TalkingAvatarError(
+            f"the default avatar {path} is missing; rebuild it with `make assets`"
+        )
+    if path.is_dir():
+        avatar, _ = load_gaussian_avatars_dir(path, faces=model.faces)
+        return avatar
+    return read_avatar_ply(path, faces=model.faces)

@@ -1,0 +1,116 @@
+"""A labelled contact sheet of a Gaussian avatar: several views, mouth closed and open, expressions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatar.binding import GaussianAvatar
+from avatar.camera import Camera
+from avatar.errors import TalkingAvatarError
+from avatar.flame.model import FlameModel
+from avatar.render import render
+
+#: Where the default framing looks (metres, head frame): a little below the eyes.
+HEAD_TARGET = (0.0, -0.02, -0.025)
+HEAD_DISTANCE = 0.68
+HEAD_FOV_Y = math.radians(25.0)
+VIEWS = {"front": 0.0, "three-quarter": 35.0, "side": 90.0}
+
+
+def head_camera(view: str | float, width: int, height: int) -> Camera:
+    """The standard framing of the head from a named view or an azimuth in degrees."""
+    azimuth = VIEWS[view] if isinstance(view, str) else float(view)
+    return Camera.orbit(
+        HEAD_TARGET,
+        HEAD_DISTANCE,
+        math.radians(azimuth),
+        0.0,
+        fov_y=HEAD_FOV_Y,
+        width=width,
+        height=height,
+    )
+
+
+def _face_unit_params(model: FlameModel, units: dict[str, float], jaw: float = 0.0):
+    p = model.neutral_params(1)
+    p.jaw_pose[0, 0] = jaw
+    if units and model.face_unit_names is not None:
+        w = torch.zeros(1, len(model.face_unit_names))
+        for name, value in units.items():
+            w[0, model.face_unit_names.index(name)] = value
+        expr, jaw_pose = model.face_units_to_params(w)
+        p.expr, p.jaw_pose = expr, p.jaw_pose + jaw_pose
+    return p
+
+
+def contact_sheet(
+    avatar: GaussianAvatar, model: FlameModel, *, size: int = 512, backend: str = "auto"
+) -> np.ndarray:
+    """An image `[H, W, 3]` uint8: front / three-quarter / side, mouth closed and open, and a
+    few expressions when the head has face units."""
+    from PIL import Image, ImageDraw
+
+    shots: list[tuple[str, object, str]] = []
+    closed = model.neutral_params(1)
+    opened = _face_unit_params(model, {}, jaw=0.3)
+    for view in VIEWS:
+        shots.append((f"{view}, mouth closed", closed, view))
+    for view in VIEWS:
+        shots.append((f"{view}, mouth open", opened, view))
+    if model.face_unit_names is not None:
+        for label, units, jaw in (
+            ("smile", {"mouthSmileLeft": 1.0, "mouthSmileRight": 1.0, "cheekSquintLeft": 0.6, "cheekSquintRight": 0.6}, 0.0),
+            ("surprise", {"browInnerUp": 1.0, "browOuterUpLeft": 1.0, "browOuterUpRight": 1.0, "eyeWideLeft": 1.0, "eyeWideRight": 1.0}, 0.2),
+            ("frown", {"browDownLeft": 1.0, "browDownRight": 1.0, "mouthFrownLeft": 1.0, "mouthFrownRight": 1.0, "mouthPressLeft": 0.5, "mouthPressRight": 0.5}, 0.0),
+        ):  # fmt: skip
+            shots.append(
+                (
+                    label,
+                    _face_unit_params(model, units, jaw),
+                    "three-quarter" if label == "frown" else "front",
+                )
+            )
+    cols = 3
+    rows = math.ceil(len(shots) / cols)
+    label_h = 22
+    sheet = Image.new("RGB", (cols * size, rows * (size + label_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    with torch.no_grad():
+        for i, (label, params, view) in enumerate(shots):
+            gaussians = avatar.pose(model(params)[0])
+            out = render(gaussians, head_camera(view, size, size), backend=backend)
+            tile = (out.color.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+            x, y = (i % cols) * size, (i // cols) * (size + label_h)
+            sheet.paste(Image.fromarray(tile), (x, y))
+            draw.text((x + 8, y + size + 4), label, fill=(0, 0, 0))
+    return np.asarray(sheet)
+
+
+def write_contact_sheet(
+    path: str | Path,
+    *,
+    avatar: str | Path | None = None,
+    flame: str | Path | None = None,
+    size: int = 512,
+    backend: str = "auto",
+) -> Path:
+    """Render `contact_sheet` of an avatar (the default one) to a PNG, atomically."""
+    import imageio.v3 as iio
+
+    from avatar.builder import load_avatar
+    from avatar.flame import load_flame
+
+    if not 64 <= size <= 2048:
+        raise TalkingAvatarError(f"size {size} is out of range; use 64 to 2048 pixels")
+    model = load_flame(flame)
+    sheet = contact_sheet(load_avatar(avatar, model), model, size=size, backend=backend)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    iio.imwrite(tmp, sheet)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,269 @@
+"""Prints how fast the CPU rasterizer draws a head-like scene (never asserts timings).
+
+    .venv/bin/python benchmarks/raster.py             # 30k and 100k at 256, 512, 1024 px
+    .venv/bin/python benchmarks/raster.py --quick     # 512 px only
+    .venv/bin/python benchmarks/raster.py --ply PATH  # a real avatar instead of the synthetic head
+
+Per configuration: median ms per frame over >= 20 frames after warm-up, with the configurations
+interleaved over several rounds (the machine may be shared: the load average is printed), the
+speed-up over the brute-force reference (timed at a small size and scaled by pixel count), how
+many Gaussians were drawn or culled, the (tile, Gaussian) pairs, and the stage split. Each row is
+run with back-face culling off (the default) and on, with the image difference between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+from avatar import cpu_raster  # noqa: E402
+from avatar.camera import Camera  # noqa: E402
+from avatar.gaussians import Gaussians, rgb_to_sh  # noqa: E402
+from avatar.quaternion import quat_multiply  # noqa: E402
+
+#: Radii (x, y, z) in metres of the ellipsoid the synthetic head's Gaussians lie on.
+HEAD_RADII = (0.08, 0.11, 0.10)
+
+
+def make_scene(n: int, seed: int = 0) -> Gaussians:
+    """A head-like scene: `n` thin surfels spread uniformly by area over an ellipsoid.
+
+    Radii HEAD_RADII m centred at the origin; each Gaussian lies in the surface with scales
+    about (2, 2, 0.2) mm (+-20 % log-normal), a random in-plane rotation, opacity 0.9 +- 0.03,
+    a random colour (SH degree 0) and the surface normal.
+    """
+    rng = np.random.default_rng(seed)
+    radii = np.asarray(HEAD_RADII)
+    points = np.empty((0, 3))
+    while len(points) < n:
+        u = rng.normal(size=(2 * n, 3))  # [2n, 3]
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        # the ellipsoid's area element relative to the sphere's is |u / radii| (up to a constant)
+        weight = np.linalg.norm(u / radii, axis=1)  # [2n]
+        keep = rng.uniform(size=len(u)) < weight / weight.max()
+        points = np.concatenate([points, u[keep] * radii])
+    points = points[:n]  # [n, 3]
+    normals = points / radii**2
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)  # [n, 3]
+    # rotation taking local +z to the normal (half-angle form), then a random spin about it
+    align = np.concatenate(
+        [1.0 + normals[:, 2:3], -normals[:, 1:2], normals[:, 0:1], 0 * normals[:, :1]], 1
+    )
+    align[align[:, 0] < 1e-6] = (0.0, 1.0, 0.0, 0.0)  # normal = -z: half turn about x
+    align /= np.linalg.norm(align, axis=1, keepdims=True)
+    spin = rng.uniform(0, math.pi, size=n)
+    twist = np.stack([np.cos(spin), 0 * spin, 0 * spin, np.sin(spin)], 1)
+    quats = quat_multiply(torch.from_numpy(align), torch.from_numpy(twist)).numpy()  # [n, 4]
+    scales = np.array([2e-3, 2e-3, 2e-4]) * np.exp(0.2 * rng.normal(size=(n, 3)))  # [n, 3]
+    opacities = np.clip(0.9 + 0.03 * rng.normal(size=n), 0.0, 1.0)  # [n]
+    rgb = rng.uniform(size=(n, 3))
+    f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return Gaussians(
+        means=f32(points),
+        quats=f32(quats),
+        scales=f32(scales),
+        opacities=f32(opacities),
+        sh=rgb_to_sh(f32(rgb))[:, None, :],
+        normals=f32(normals),
+    )
+
+
+def head_camera(size: int) -> Camera:
+    """The benchmark view: 0.6 m in front of the head, vertical fov 20 degrees, square image."""
+    return Camera.orbit(
+        (0.0, 0.0, 0.0), 0.6, 0.0, 0.0, fov_y=math.radians(20), width=size, height=size
+    )
+
+
+def load_ply_scene(path: str) -> Gaussians:
+    """Gaussians from a 3DGS PLY (the hook for the real default avatar).
+
+    A PLY with a triangle binding (GaussianAvatars) loads as a `GaussianAvatar`, which still
+    needs posing on the head mesh: `avatar.pose(vertices)`; plug the default head's neutral
+    vertices in here once the asset exists.
+    """
+    from avatar.ply import read_ply
+
+    loaded = read_ply(path)
+    if not isinstance(loaded, Gaussians):
+        raise SystemExit(
+            f"{path} holds a triangle-bound avatar; pose it first (GaussianAvatar.pose(vertices))"
+        )
+    return loaded
+
+
+def cpu_idle_fraction(seconds: float = 0.5) -> float | None:
+    """Fraction of CPU time idle over `seconds` (Linux /proc/stat), or None elsewhere."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except OSError:
+        return None
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(max_wait_s: float, idle: float = 0.85) -> bool:
+    """Wait (at most `max_wait_s`) until the CPUs are at least `idle` idle; True if they were."""
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        fraction = cpu_idle_fraction()
+        if fraction is None or fraction >= idle:
+            return True
+    return False
+
+
+def _render(scene: Gaussians, camera: Camera, culling: bool) -> cpu_raster.RasterResult:
+    return cpu_raster.rasterize(
+        scene.means,
+        scene.quats,
+        scene.scales,
+        scene.opacities,
+        scene.sh,
+        camera.viewmat,
+        camera.K,
+        camera.width,
+        camera.height,
+        sh_degree=scene.sh_degree,
+        normals=scene.normals,
+        backface_culling=culling,
+    )
+
+
+def reference_ms_per_pixel(scene: Gaussians, size: int) -> float:
+    """Time of the float64 brute-force reference at `size` px square, per pixel (ms)."""
+    from tests.raster_reference import render_reference
+
+    camera = head_camera(size)
+    start = time.perf_counter()
+    render_reference(
+        scene.means,
+        scene.quats,
+        scene.scales,
+        scene.opacities,
+        scene.sh,
+        camera.viewmat,
+        camera.K,
+        size,
+        size,
+        sh_degree=scene.sh_degree,
+        chunk_pixels=64,
+    )
+    return 1e3 * (time.perf_counter() - start) / size**2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ply", help="a 3DGS PLY to draw instead of the synthetic head")
+    parser.add_argument("--quick", action="store_true", help="512 px only")
+    parser.add_argument("--frames", type=int, default=24, help="timed frames per configuration")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each batch of frames, wait up to this many seconds for the CPUs to be "
+        ">= 85 %% idle (the machine may be shared); 0 to not wait",
+    )
+    args = parser.parse_args()
+
+    sizes = (512,) if args.quick else (256, 512, 1024)
+    if args.ply:
+        scenes = {os.path.basename(args.ply): load_ply_scene(args.ply)}
+    else:
+        scenes = {f"{n // 1000}k": make_scene(n, seed=0) for n in (30_000, 100_000)}
+    configs = [
+        (name, size, culling) for name in scenes for size in sizes for culling in (False, True)
+    ]
+
+    print(
+        f"load average before: {os.getloadavg()}; numba threads: {cpu_raster.numba.get_num_threads()}"
+    )
+    start = time.perf_counter()
+    for name, size, culling in configs:  # compile (or load the cache) and warm up
+        for _ in range(2):
+            _render(scenes[name], head_camera(size), culling)
+    print(f"warm-up incl. numba compile/cache load: {time.perf_counter() - start:.1f} s")
+
+    times: dict[tuple, list[float]] = {c: [] for c in configs}
+    stages: dict[tuple, list[dict[str, float]]] = {c: [] for c in configs}
+    last: dict[tuple, cpu_raster.RasterResult] = {}
+    per_round = max(1, math.ceil(args.frames / args.rounds))
+    quiet_batches = 0
+    for _ in range(args.rounds):
+        for config in configs:
+            quiet_batches += args.quiet_wait > 0 and wait_until_quiet(args.quiet_wait)
+            name, size, culling = config
+            camera = head_camera(size)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                out = _render(scenes[name], camera, culling)
+                times[config].append(1e3 * (time.perf_counter() - t0))
+                stages[config].append(out.stage_ms)
+            last[config] = out
+    print(
+        f"load average after: {os.getloadavg()}; "
+        f"batches started on a quiet machine: {quiet_batches} of {args.rounds * len(configs)}"
+    )
+
+    ref_size = 32
+    ref_ms_px = {}
+    for name, scene in scenes.items():
+        if args.quiet_wait > 0:
+            wait_until_quiet(args.quiet_wait)
+        ref_ms_px[name] = reference_ms_per_pixel(scene, ref_size)
+    print(
+        f"reference (float64 brute force) at {ref_size}x{ref_size}: "
+        + ", ".join(f"{n}: {v * ref_size**2 / 1e3:.1f} s" for n, v in ref_ms_px.items())
+    )
+    header = (
+        f"{'scene':>7} {'size':>5} {'cull':>4} {'ms':>7} {'fps':>6} {'speed-up':>9} "
+        f"{'drawn':>7} {'culled':>7} {'pairs':>8}  stage split ms (project/sort/color/bin/composite)"
+    )
+    print(header)
+    for config in configs:
+        name, size, culling = config
+        ms = statistics.median(times[config])
+        out = last[config]
+        split = "/".join(
+            f"{statistics.median(s[k] for s in stages[config]):.2f}" for k in out.stage_ms
+        )
+        speedup = ref_ms_px[name] * size**2 / ms
+        print(
+            f"{name:>7} {size:>5} {'on' if culling else 'off':>4} {ms:7.2f} {1e3 / ms:6.0f} "
+            f"{speedup:9.0f} {out.n_visible:7d} {len(out.status) - out.n_visible:7d} "
+            f"{out.n_tile_pairs:8d}  {split}"
+        )
+    print("back-face culling on vs off (covered pixels, max over RGB):")
+    for name in scenes:
+        for size in sizes:
+            off, on = last[(name, size, False)], last[(name, size, True)]
+            diff = (off.color - on.color).abs().amax(-1)  # [H, W]
+            covered = off.alpha > 1 / 255
+            mse = float(((off.color - on.color) ** 2).mean())
+            psnr = float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+            print(
+                f"  {name} {size}: {100 * float((diff[covered] > 1 / 255).float().mean()):.1f} % "
+                f"of covered pixels differ by > 1/255, max {float(diff.max()):.3f}, "
+                f"PSNR {psnr:.1f} dB"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""A tiny, obviously correct Gaussian renderer for tests: every pixel against every Gaussian.
+
+float64 torch, no tiles, no culling beyond what the maths needs (depth outside the near/far
+planes, a singular 2D covariance). It states gsplat's classic forward pass directly:
+
+    alpha_i(p) = min(0.99, o_i exp(-1/2 d^T S_i^-1 d)),  d = p + 0.5 - mean2d_i
+    skipped where alpha_i < 1/255; blended front to back (depth order) while
+    T_i (1 - alpha_i) > 1e-4, with T_i the product of (1 - alpha_j) over the earlier Gaussians;
+    colour = sum_i alpha_i T_i c_i + T_final * background.
+
+Since T only falls, "still above 1e-4 after this Gaussian" is true for a prefix of the depth
+order, which is exactly the pixels' early termination. The order is a stable sort on float32
+depth, as the fast renderer's packed (float32 depth bits, index) keys give: sorting on float64
+swaps near-equal neighbours and moves a few pixels by up to 0.05 (shared/notes/cpu-raster.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from avatar.cpu_raster import sh_to_color
+
+ALPHA_MAX = 0.99
+ALPHA_MIN = 1.0 / 255.0
+T_MIN = 1e-4
+
+
+def quat_scale_to_covariance(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """World covariances R diag(s)^2 R^T `[N, 3, 3]` from wxyz quaternions and scales."""
+    q = quats / quats.norm(dim=-1, keepdim=True)  # [N, 4]
+    w, x, y, z = q.unbind(-1)
+    rot = torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        dim=-2,
+    )  # [N, 3, 3]
+    m = rot * scales[:, None, :]  # [N, 3, 3] = R diag(s)
+    return m @ m.transpose(-1, -2)
+
+
+def render_reference(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    sh: torch.Tensor,
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    *,
+    sh_degree: int = 0,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    normals: torch.Tensor | None = None,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    chunk_pixels: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Colour `[H, W, 3]`, alpha `[H, W]` and expected depth `[H, W]`, all float64.
+
+    Arguments as `avatar.cpu_raster.rasterize`; with `normals`, Gaussians whose normal faces
+    away from the camera are dropped (the back-face culling rule).
+    """
+    f64 = torch.float64
+    means, quats, scales = means.to(f64), quats.to(f64), scales.to(f64)  # [N, 3], [N, 4], [N, 3]
+    opacities, viewmat, K = opacities.to(f64), viewmat.to(f64), K.to(f64)  # [N], [4, 4], [3, 3]
+    rot, trans = viewmat[:3, :3], viewmat[:3, 3]  # [3, 3], [3]
+    means_c = means @ rot.T + trans  # [N, 3] camera frame
+    cov_c = rot @ quat_scale_to_covariance(quats, scales) @ rot.T  # [N, 3, 3]
+
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x, y, z = means_c.unbind(-1)  # [N] each
+    # gsplat's Jacobian clamp: evaluate the Jacobian at most 30 % of the half-fov off screen
+    lim_x = ((width - cx) / fx + 0.3 * 0.5 * width / fx, cx / fx + 0.3 * 0.5 * width / fx)
+    lim_y = ((height - cy) / fy + 0.3 * 0.5 * height / fy, cy / fy + 0.3 * 0.5 * height / fy)
+    tx = z * torch.clamp(x / z, min=-lim_x[1], max=lim_x[0])  # [N]
+    ty = z * torch.clamp(y / z, min=-lim_y[1], max=lim_y[0])  # [N]
+    zero = torch.zeros_like(z)
+    jac = torch.stack(
+        [
+            torch.stack([fx / z, zero, -fx * tx / z**2], -1),
+            torch.stack([zero, fy / z, -fy * ty / z**2], -1),
+        ],
+        dim=-2,
+    )  # [N, 2, 3]
+    cov2d = jac @ cov_c @ jac.transpose(-1, -2) + eps2d * torch.eye(2, dtype=f64)  # [N, 2, 2]
+    det = torch.linalg.det(cov2d)  # [N]
+    mean2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)  # [N, 2]
+
+    valid = (z >= near_plane) & (z <= far_plane) & (det > 0)  # [N]
+    if normals is not None:
+        center = -rot.T @ trans  # [3]
+        valid &= (normals.to(f64) * (means - center)).sum(-1) <= 0
+    idx = torch.nonzero(valid).squeeze(1)  # [M]
+    order = idx[torch.sort(z[idx].to(torch.float32), stable=True).indices]  # [M]
+
+    dirs = means[order] - (-rot.T @ trans)  # [M, 3]
+    color = sh_to_color(sh[order].to(f64), dirs, sh_degree)  # [M, 3]
+    conic = torch.linalg.inv(cov2d[order])  # [M, 2, 2]
+    center2d, opac, depth = mean2d[order], opacities[order], z[order]  # [M, 2], [M], [M]
+
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=f64), torch.arange(width, dtype=f64), indexing="ij"
+    )
+    pixels = torch.stack([cols.reshape(-1), rows.reshape(-1)], -1) + 0.5  # [P, 2]
+    out_rgb, out_alpha, out_depth = [], [], []
+    for start in range(0, pixels.shape[0], chunk_pixels):
+        d = pixels[start : start + chunk_pixels, None, :] - center2d[None]  # [p, M, 2]
+        sigma = 0.5 * torch.einsum("pmi,mij,pmj->pm", d, conic, d)  # [p, M]
+        alpha = torch.clamp(opac * torch.exp(-sigma), max=ALPHA_MAX)  # [p, M]
+        alpha = torch.where(alpha < ALPHA_MIN, torch.zeros_like(alpha), alpha)
+        after = torch.cumprod(1.0 - alpha, dim=1)  # [p, M] T after each Gaussian
+        included = after > T_MIN  # [p, M] a prefix of each row
+        before = torch.cat([torch.ones_like(after[:, :1]), after[:, :-1]], 1)  # [p, M]
+        weight = torch.where(included, alpha * before, torch.zeros_like(alpha))  # [p, M]
+        acc = weight.sum(1)  # [p]
+        out_rgb.append(weight @ color + (1.0 - acc)[:, None] * torch.tensor(background, dtype=f64))
+        out_alpha.append(acc)
+        out_depth.append((weight @ depth) / acc.clamp_min(1e-10))
+    rgb = torch.cat(out_rgb).reshape(height, width, 3)
+    return (
+        rgb,
+        torch.cat(out_alpha).reshape(height, width),
+        torch.cat(out_depth).reshape(height, width),
+    )
+
+
+def random_scene(
+    n: int, seed: int, *, sh_degree: int = 0, width: int = 64, height: int = 48
+) -> dict[str, torch.Tensor | int]:
+    """A random scene that exercises every path: Gaussians spread over and beyond the view,
+    some behind the camera, some off screen, some nearly transparent, big and tiny, with SH
+    coefficients of `sh_degree`. Camera at the origin looking down +z (identity viewmat).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    depth = 0.5 + 2.0 * rand(n)  # [n]
+    depth[: n // 10] *= -1.0  # behind the camera
+    spread = 1.6 * depth.abs()  # [n] reaches well past the image edges (fov ~ 60 degrees)
+    means = torch.stack(
+        [(rand(n) - 0.5) * spread, (rand(n) - 0.5) * spread * height / width, depth], -1
+    )  # [n, 3]
+    quats = torch.randn(n, 4, generator=gen)  # [n, 4]
+    scales = 0.01 * torch.exp(1.2 * torch.randn(n, 3, generator=gen))  # [n, 3]
+    opacities = rand(n)  # [n]
+    opacities[n // 10 : n // 10 + n // 20] *= 0.01  # some below 1/255 (in front of the camera)
+    k = (sh_degree + 1) ** 2
+    sh = 0.6 * torch.randn(n, k, 3, generator=gen)  # [n, K, 3]
+    sh[:, 1:] *= 0.5
+    focal = 0.5 * width / math.tan(math.radians(30))
+    K = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    return dict(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=opacities,
+        sh=sh,
+        viewmat=torch.eye(4),
+        K=K,
+        width=width,
+        height=height,
+    )

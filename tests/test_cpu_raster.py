@@ -1,0 +1,166 @@
+"""The CPU rasterizer against the brute-force float64 reference (tests/raster_reference.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from raster_reference import random_scene, render_reference
+
+from avatar import cpu_raster
+from avatar.cpu_raster import rasterize, sh_basis, sh_to_color
+
+#: Largest colour error allowed against the reference (shared/notes/cpu-raster.md).
+TOLERANCE = 1e-3
+
+
+def _render_both(scene: dict, **kwargs) -> tuple[cpu_raster.RasterResult, tuple]:
+    fast = rasterize(**scene, return_depth=True, **kwargs)
+    ref_kwargs = {k: v for k, v in kwargs.items() if k not in ("backface_culling",)}
+    if not kwargs.get("backface_culling"):
+        ref_kwargs.pop("normals", None)
+    ref = render_reference(**scene, **ref_kwargs)
+    return fast, ref
+
+
+def _assert_close(fast: cpu_raster.RasterResult, ref: tuple) -> None:
+    rgb, alpha, depth = ref
+    assert fast.color.shape == rgb.shape and fast.alpha.shape == alpha.shape
+    assert (fast.color.double() - rgb).abs().max() < TOLERANCE
+    assert (fast.alpha.double() - alpha).abs().max() < TOLERANCE
+    # expected depth is a ratio: compare where the pixel is clearly covered
+    covered = alpha > 0.05
+    rel = ((fast.depth.double() - depth).abs() / depth.abs().clamp_min(1e-6))[covered]
+    assert rel.numel() == 0 or rel.max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "sh_degree", "seed"),
+    [
+        (64, 64, 0, 0),  # square
+        (80, 48, 1, 1),  # non-square, SH 1
+        (37, 23, 2, 2),  # odd sizes, partial tiles, SH 2
+        (50, 71, 3, 3),  # portrait, SH 3
+    ],
+)
+def test_matches_reference_on_random_scenes(width: int, height: int, sh_degree: int, seed: int):
+    scene = random_scene(300, seed, sh_degree=sh_degree, width=width, height=height)
+    fast, ref = _render_both(scene, sh_degree=sh_degree, background=(0.2, 0.5, 0.9))
+    _assert_close(fast, ref)
+    # the scene really has culled Gaussians of each kind, and some that are drawn
+    status = fast.status
+    assert (status == cpu_raster.CULL_DEPTH).any()
+    assert (status == cpu_raster.CULL_OFFSCREEN).any()
+    assert (status == cpu_raster.CULL_TRANSPARENT).any()
+    assert fast.n_visible > 50
+
+
+def test_matches_reference_on_dense_head():
+    """Many overlapping layers, so early termination and the 1e-4 stop matter."""
+    gen = torch.Generator().manual_seed(7)
+    n = 2000
+    u = torch.randn(n, 3, generator=gen)
+    means = u / u.norm(dim=1, keepdim=True) * torch.tensor([0.08, 0.11, 0.10])  # [n, 3]
+    normals = means / torch.tensor([0.08, 0.11, 0.10]) ** 2
+    normals = normals / normals.norm(dim=1, keepdim=True)  # [n, 3]
+    viewmat = torch.eye(4)
+    viewmat[:3, :3] = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # OpenCV camera on +z
+    viewmat[2, 3] = 0.6
+    focal = 0.5 * 48 / math.tan(math.radians(10))
+    scene = dict(
+        means=means,
+        quats=torch.randn(n, 4, generator=gen),
+        scales=torch.tensor([6e-3, 6e-3, 6e-4]) * torch.exp(0.2 * torch.randn(n, 3, generator=gen)),
+        opacities=0.9 + 0.09 * torch.rand(n, generator=gen),
+        sh=torch.randn(n, 1, 3, generator=gen),
+        viewmat=viewmat,
+        K=torch.tensor([[focal, 0, 24.0], [0, focal, 24.0], [0, 0, 1]]),
+        width=48,
+        height=48,
+    )
+    for culling in (False, True):
+        fast, ref = _render_both(scene, normals=normals, backface_culling=culling)
+        _assert_close(fast, ref)
+        assert fast.alpha.max() > 0.999  # pixels did end early
+    assert (fast.status == cpu_raster.CULL_BACKFACE).sum() > n // 4
+
+
+def test_empty_and_fully_culled_scenes_give_the_background():
+    scene = random_scene(0, 0)
+    out = rasterize(**scene, background=(0.1, 0.2, 0.3))
+    assert torch.allclose(out.color, torch.tensor([0.1, 0.2, 0.3]).expand(48, 64, 3))
+    assert out.alpha.abs().max() == 0.0 and out.n_visible == 0
+
+    scene = random_scene(50, 1)
+    scene["means"][:, 2] = -1.0  # everything behind the camera
+    out = rasterize(**scene, background=(0.0, 0.0, 0.0))
+    assert out.color.abs().max() == 0.0
+    assert (out.status == cpu_raster.CULL_DEPTH).all()
+
+
+def test_sh_basis_matches_gsplat_torch_implementation():
+    """Our SH constants and ordering against gsplat's readable torch twin (CPU-only code)."""
+    torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")
+    gen = torch.Generator().manual_seed(0)
+    dirs = torch.randn(100, 3, generator=gen, dtype=torch.float64)
+    coeffs = torch.randn(100, 16, 3, generator=gen, dtype=torch.float64)
+    for degree in range(4):
+        ours = sh_to_color(coeffs, dirs, degree)  # max(SH + 0.5, 0)
+        theirs = torch.clamp_min(torch_impl._spherical_harmonics(degree, dirs, coeffs) + 0.5, 0)
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    unit = dirs / dirs.norm(dim=1, keepdim=True)
+    assert sh_basis(3, unit).shape == (100, 16)
+
+
+def test_backface_culling_needs_normals_and_only_drops_back_faces():
+    scene = random_scene(200, 5)
+    plain = rasterize(**scene)
+    # without normals the flag is ignored
+    same = rasterize(**scene, backface_culling=True)
+    assert torch.equal(plain.color, same.color)
+    # normals all facing the camera (which looks down +z): nothing is dropped
+    towards = torch.tensor([0.0, 0.0, -1.0]).expand(200, 3)
+    kept = rasterize(**scene, normals=towards, backface_culling=True)
+    assert torch.equal(plain.color, kept.color)
+    away = rasterize(**scene, normals=-towards, backface_culling=True)
+    assert away.n_visible == 0
+
+
+def test_depth_is_none_unless_asked_and_output_types():
+    scene = random_scene(100, 3)
+    out = rasterize(**scene)
+    assert out.depth is None
+    assert out.color.dtype == torch.float32 and out.color.shape == (48, 64, 3)
+    assert out.alpha.dtype == torch.float32 and out.alpha.shape == (48, 64)
+    assert isinstance(out.status, np.ndarray) and out.status.shape == (100,)
+
+
+def test_depth_order_equals_a_sort_on_packed_keys():
+    """The radix sort gives the order of (float32 depth bits << 32 | index), ties included."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    depth = rng.choice(np.float32([0.5, 0.50000006, 0.7, 3.0, 1e-2]), n)  # many exact ties
+    depth = np.where(rng.random(n) < 0.5, depth, rng.uniform(0.1, 5, n)).astype(np.float32)
+    status = (rng.random(n) < 0.2).astype(np.int8)  # some culled
+    visible = np.flatnonzero(status == cpu_raster.VISIBLE)
+    keys = (depth[visible].view(np.uint32).astype(np.uint64) << np.uint64(32)) | visible.astype(
+        np.uint64
+    )
+    expected = (np.sort(keys) & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    buffers = [np.empty(n, t) for t in (np.uint32, np.uint32, np.int64, np.int64)]
+    m, order = cpu_raster._kernels().depth_order(depth.view(np.uint32), status, *buffers)
+    assert m == len(visible)
+    np.testing.assert_array_equal(order[:m], expected)
+
+
+def test_non_finite_gaussians_are_culled_not_drawn():
+    scene = random_scene(50, 0)
+    scene["means"][20, 0] = float("nan")
+    scene["scales"][21, 1] = float("nan")
+    scene["opacities"][22] = float("nan")
+    scene["quats"][23] = float("nan")
+    out = rasterize(**scene)
+    assert (out.status[20:24] != cpu_raster.VISIBLE).all()
+    assert torch.isfinite(out.color).all() and torch.isfinite(out.alpha).all()

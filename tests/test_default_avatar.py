@@ -1,0 +1,67 @@
+"""The default Gaussian avatar: its build, its colours, rendering it, and mismatched avatars."""
+
+from __future__ import annotations
+
+import pytest
+from raster_reference import render_reference
+
+from avatar.builder import build_default_avatar, load_avatar, scheme_from_options
+from avatar.errors import TalkingAvatarError
+from avatar.gaussians import sh_to_rgb
+from avatar.ply import write_ply
+from avatar.render import render
+from avatar.sheet import head_camera
+
+
+@pytest.fixture(scope="module")
+def avatar(head):
+    return load_avatar(None, head)
+
+
+def test_default_avatar_is_bound_to_the_head(avatar, head) -> None:
+    assert len(avatar.binding) >= 30_000
+    assert int(avatar.binding.max()) < head.faces.shape[0] and int(avatar.binding.min()) >= 0
+    g = avatar.pose(head.v_template)
+    # flat: the normal axis is far thinner than the in-plane ones
+    assert float((g.scales.min(dim=1).values / g.scales.max(dim=1).values).median()) < 0.1
+
+
+def test_cpu_render_of_the_avatar_matches_the_reference(avatar, head) -> None:
+    g = avatar.pose(head.v_template)
+    cam = head_camera("three-quarter", 40, 40)
+    out = render(g, cam, backend="cpu")
+    ref, _, _ = render_reference(
+        g.means, g.quats, g.scales, g.opacities, g.sh, cam.viewmat, cam.K, 40, 40
+    )
+    assert (out.color.double() - ref).abs().max() < 1e-3
+
+
+def test_mouth_opens_in_the_picture(avatar, head) -> None:
+    cam = head_camera("front", 128, 128)
+    closed = render(avatar.pose(head.v_template), cam, backend="cpu").color
+    p = head.neutral_params(1)
+    p.jaw_pose[0, 0] = 0.3
+    opened = render(avatar.pose(head(p)[0]), cam, backend="cpu").color
+    diff = (opened - closed).abs().sum(dim=-1)  # [H, W]
+    rows = diff.sum(dim=1)
+    assert rows[: 128 // 2].sum() < 0.2 * rows.sum()  # the change is in the lower face
+    assert diff.max() > 0.3
+
+
+def test_colour_scheme_options(head) -> None:
+    dark = build_default_avatar(head, count=5000, scheme=scheme_from_options(skin="dark"), seed=1)
+    light = build_default_avatar(head, count=5000, scheme=scheme_from_options(skin="light"), seed=1)
+    lum = lambda a: sh_to_rgb(a.sh[:, 0]).mean().item()  # noqa: E731
+    assert lum(light) > lum(dark) + 0.12  # skin is most of the head; hair and eyes stay
+    with pytest.raises(TalkingAvatarError, match="unknown skin tone 'purple'"):
+        scheme_from_options(skin="purple")
+    with pytest.raises(TalkingAvatarError, match="not a hex colour"):
+        scheme_from_options(hair="#12345")
+
+
+def test_avatar_for_another_head_is_refused(head, tmp_path) -> None:
+    avatar = build_default_avatar(head, count=2000, seed=0)
+    avatar.binding = avatar.binding + head.faces.shape[0]  # as if bound to a bigger mesh
+    write_ply(tmp_path / "other.ply", avatar)
+    with pytest.raises(TalkingAvatarError, match="binding"):
+        load_avatar(tmp_path / "other.ply", head)
