@@ -1,1 +1,5 @@
 """Audio to FLAME parameters: speech model, disentangled blendshapes, emotions, training data."""
+
+from animator.animator import Animator, Performance
+
+__all__ = ["Animator", "Performance"]

@@ -1,0 +1,262 @@
+"""The animator's public face: speech audio + emotions -> FLAME parameters, frame by frame.
+
+    from animator import Animator
+    anim = Animator.load()                       # the bundled, trained animator
+    perf = anim.animate("speech.wav", emotion={"happy": 0.7}, fps=30)
+    vertices = anim.head(perf.params)            # [T, V, 3]
+
+Per clip, the audio goes through the speech model once; after that every frame is a matrix
+product: w = [w_A, w_E] -> (expr, jaw) -> FLAME. Moving an emotion slider changes w_E only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animator.audio import Audio, load_audio
+from animator.checkpoint import load_checkpoint
+from animator.emotion import EMOTIONS, EmotionTrack, as_track
+from animator.features import log_mel
+from animator.idle import add_idle
+from animator.mapping import weights_to_flame
+from animator.models import (
+    FusionConfig,
+    FusionModule,
+    MotionBasis,
+    SpeechModel,
+    SpeechModelConfig,
+)
+from avatar.errors import TalkingAvatarError
+from avatar.flame import FlameModel, FlameParams, load_flame
+from avatar.paths import ASSETS_DIR
+
+BUNDLED_ANIMATOR = ASSETS_DIR / "animator"
+
+
+@dataclass
+class Performance:
+    """An animated clip: the audio, its frame rate, and what drives the head each frame.
+
+    Attributes:
+        audio: the speech (16 kHz mono).
+        fps: frames per second; frame i shows time i / fps.
+        params: FLAME parameters for every frame (GaussianAvatars' names).
+        speech_weights: w_A `[T, K_A]`. expression_weights: w_E `[T, K_E]`.
+        track: the emotion track used. silent: True when the audio had no speech.
+    """
+
+    audio: Audio
+    fps: float
+    params: FlameParams
+    speech_weights: torch.Tensor
+    expression_weights: torch.Tensor
+    track: EmotionTrack
+    silent: bool = False
+
+    @property
+    def num_frames(self) -> int:
+        return self.params.num_frames
+
+    def save(self, path: str | Path, *, vertices: torch.Tensor | None = None) -> Path:
+        """Write the performance as an .npz: FlameParams under GaussianAvatars' flame_param
+        names, plus fps, the audio's duration and sample rate, the emotion track (JSON), the
+        blend weights and, optionally, the head's vertices `[T, V, 3]` (float32, metres)."""
+        import json
+
+        extra = {
+            "fps": np.array(self.fps, dtype=np.float64),
+            "audio_duration": np.array(self.audio.duration, dtype=np.float64),
+            "audio_sample_rate": np.array(self.audio.source_rate, dtype=np.int64),
+            "emotion_track": np.array(json.dumps(self.track.to_list())),
+            "speech_weights": self.speech_weights.numpy().astype(np.float32),
+            "expression_weights": self.expression_weights.numpy().astype(np.float32),
+        }
+        if vertices is not None:
+            extra["vertices"] = vertices.detach().cpu().numpy().astype(np.float32)
+        path = Path(path)
+        try:
+            self.params.save_npz(path, **extra)
+        except OSError as err:
+            raise TalkingAvatarError(
+                f"cannot write {path} ({err.strerror}); choose a writable path"
+            ) from None
+        return path
+
+
+def load_performance(
+    path: str | Path, audio: str | Path | Audio, *, flame: str | Path | None = None
+) -> tuple[Performance, FlameModel]:
+    """A performance saved by `Performance.save`, with its speech, for the head it drives."""
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise TalkingAvatarError(
+            f"performance {path} does not exist; write one with `talking-avatar animate`"
+        ) from None
+    except (OSError, ValueError, EOFError) as err:
+        raise TalkingAvatarError(f"{path} is not a readable performance .npz ({err})") from None
+    missing = [k for k in ("fps", "audio_duration", "emotion_track") if k not in arrays]
+    if missing:
+        raise TalkingAvatarError(
+            f"{path} lacks {', '.join(missing)}: not written by `talking-avatar animate`"
+        )
+    params = FlameParams.from_arrays(arrays, source=str(path))
+    head = load_flame(flame)
+    if params.expr.shape[1] > head.num_expr:
+        head._fit_width(params.expr, head.num_expr, "expr")  # raises the clear mismatch error
+    audio = load_audio(audio)
+    fps = float(arrays["fps"])
+    if abs(audio.duration - float(arrays["audio_duration"])) > 1.0 / fps:
+        raise TalkingAvatarError(
+            f"{path} was made for {float(arrays['audio_duration']):.2f} s of audio but the audio is "
+            f"{audio.duration:.2f} s; pass the same --audio as to `animate`"
+        )
+    n = params.num_frames
+    perf = Performance(
+        audio=audio,
+        fps=fps,
+        params=params,
+        speech_weights=torch.from_numpy(arrays.get("speech_weights", np.zeros((n, 0), np.float32))),
+        expression_weights=torch.from_numpy(
+            arrays.get("expression_weights", np.zeros((n, 0), np.float32))
+        ),
+        track=EmotionTrack.from_list(json.loads(str(arrays["emotion_track"]))),
+        silent=audio.is_silent,
+    )
+    return perf, head
+
+
+class Animator:
+    """Trained speech model, fusion blendshapes, emotion codes and FLAME mapping (see module doc)."""
+
+    def __init__(self, config: dict, tensors: dict[str, torch.Tensor], head: FlameModel) -> None:
+        self.config = config
+        self.head = head
+
+        def sub(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        self.speech_model = SpeechModel(SpeechModelConfig(**config["speech_model"])).eval()
+        self.speech_model.load_state_dict(sub("speech."))
+        self.fusion = FusionModule(FusionConfig(**config["fusion"])).eval()
+        self.fusion.load_state_dict(sub("fusion."))
+        fc = config["fusion"]
+        self.basis = MotionBasis(fc["components"], fc["num_vertices"])
+        self.basis.load_state_dict(sub("basis."))
+        self.emotion_codes = tensors["emotion_codes"]  # [7, K_E]
+        self.mapping = tensors["mapping"]  # [K_A + K_E, E + 3]
+        self.mapping_residual_mm = tensors["mapping_residual_mm"]  # [K]
+        self.fps = float(config["speech_model"]["fps"])
+        if head.num_vertices != fc["num_vertices"] or self.mapping.shape[1] != head.num_expr + 3:
+            raise TalkingAvatarError(
+                f"this animator was trained for a head with {fc['num_vertices']} vertices and "
+                f"{self.mapping.shape[1] - 3} expression components, but {head.source} has "
+                f"{head.num_vertices} and {head.num_expr}; use the matching head (--flame)"
+            )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        head: FlameModel | None = None,
+        flame: str | Path | None = None,
+    ) -> Animator:
+        """Load a checkpoint folder (default: the bundled animator) for a head model."""
+        config, tensors = load_checkpoint(BUNDLED_ANIMATOR if path is None else path)
+        try:
+            return cls(config, tensors, head if head is not None else load_flame(flame))
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise TalkingAvatarError(
+                f"animator checkpoint {path or BUNDLED_ANIMATOR} does not match this program "
+                f"({type(err).__name__}: {err}); retrain it with `talking-avatar train`"
+            ) from None
+
+    @property
+    def num_speech(self) -> int:
+        return self.fusion.cfg.speech_blendshapes
+
+    @property
+    def num_expression(self) -> int:
+        return self.fusion.cfg.expression_blendshapes
+
+    @torch.no_grad()
+    def speech_weights(
+        self, audio: str | Path | Audio | np.ndarray, *, fps: float = 30.0
+    ) -> torch.Tensor:
+        """w_A `[T, K_A]` for T = round(duration * fps) frames; zeros for silent audio."""
+        audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
+        num = audio.num_frames(fps)
+        if audio.is_silent:
+            return torch.zeros(num, self.num_speech)
+        mel = torch.from_numpy(log_mel(audio))[None]  # [1, T_a, 80]
+        native = audio.num_frames(self.fps)
+        coeffs = self.speech_model.predict_long(mel, native)  # [T30, C]
+        w_a, _ = self.fusion.encode(coeffs[None])
+        w_a = w_a[0]  # [T30, K_A]
+        if abs(fps - self.fps) < 1e-9:
+            return w_a
+        from animator.features import resample_frames
+
+        return resample_frames(w_a, self.fps, num, fps)
+
+    def emotion_weights(
+        self,
+        emotion: Mapping[str, float] | EmotionTrack | Sequence | str | Path | None,
+        num_frames: int,
+        *,
+        fps: float = 30.0,
+    ) -> torch.Tensor:
+        """w_E `[T, K_E]`: per frame, the sum of intensity x apex code over the emotions."""
+        track = as_track(emotion)
+        intensities = torch.from_numpy(track.frames(num_frames, fps)).float()  # [T, 7]
+        return intensities @ self.emotion_codes
+
+    def emotion_code(self, label: str) -> torch.Tensor:
+        return self.emotion_codes[EMOTIONS.index(label)]
+
+    def to_flame(self, w_a: torch.Tensor, w_e: torch.Tensor) -> FlameParams:
+        """FLAME parameters for blend weights: expr and jaw_pose from the mapping, the rest zero."""
+        w = torch.cat([w_a, w_e], dim=1)  # [T, K_A + K_E]
+        expr, jaw = weights_to_flame(self.head, self.mapping, w)
+        params = self.head.neutral_params(w.shape[0])
+        params.expr, params.jaw_pose = expr.float(), jaw.float()
+        return params
+
+    def animate(
+        self,
+        audio: str | Path | Audio | np.ndarray,
+        emotion: Mapping[str, float] | EmotionTrack | Sequence | str | Path | None = None,
+        *,
+        fps: float = 30.0,
+        idle: bool = True,
+        seed: int = 0,
+    ) -> Performance:
+        """The whole clip: speech weights once, emotion weights per frame, FLAME parameters,
+        and the idle layer (blinks, eye and head motion; seeded) unless idle=False."""
+        if not (1.0 <= fps <= 240.0):
+            raise TalkingAvatarError(f"fps {fps} is out of range; use 1 to 240 frames per second")
+        audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
+        track = as_track(emotion)
+        w_a = self.speech_weights(audio, fps=fps)
+        w_e = self.emotion_weights(track, w_a.shape[0], fps=fps)
+        params = self.to_flame(w_a, w_e)
+        if idle:
+            params = add_idle(params, self.head, fps, seed=seed)
+        return Performance(
+            audio=audio,
+            fps=fps,
+            params=params,
+            speech_weights=w_a,
+            expression_weights=w_e,
+            track=track,
+            silent=audio.is_silent,
+        )

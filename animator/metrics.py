@@ -1,0 +1,213 @@
+"""Evaluation: lip accuracy, upper-face dynamics, bilabial closure, disentanglement, lip sync
+under emotion; the table of `talking-avatar eval` with its baselines.
+
+Definitions (vertices in metres; figures reported in millimetres):
+- LVE (FaceFormer/CodeTalker): per frame, the largest L2 error over the lip vertices, squared,
+  averaged over frames; mm^2.
+- FDD (CodeTalker): per upper-face vertex, the standard deviation over time of its displacement
+  norm (its "dynamics"); the mean over vertices of |dyn(gt) - dyn(pred)|; mm.
+- Bilabial closure: mean inner-lip aperture during p/b/m divided by the mean aperture at the
+  centre of open vowels (0 = lips close fully; the ground truth is about 0).
+- Leak: the share of the speech path's motion energy (B_A w_A on the test clips) that lies in the
+  upper face; and the share of the expression path's energy (each emotion's B_E w_E at apex)
+  that lies on the lips.
+- Lip sync under emotion: LVE of the lips between the clip with each emotion at intensity 1 and
+  the same clip without emotion, averaged over the seven emotions; mm^2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animator.data.lips import inner_lip_gap
+
+BILABIALS = {"p", "b", "m"}
+OPEN_VOWELS = {"a", "a#", "aa", "A:", "A@", "aI", "aU", "0", "V", "O:", "e@", "E", "a:"}
+
+
+def lve(pred: torch.Tensor, gt: torch.Tensor, lips: np.ndarray) -> float:
+    """Lip vertex error `mm^2` of displacement or vertex sequences `[T, V, 3]`."""
+    err = (pred[:, lips] - gt[:, lips]).norm(dim=-1).max(dim=1).values  # [T]
+    return float((err**2).mean()) * 1e6
+
+
+def fdd(pred: torch.Tensor, gt: torch.Tensor, upper: np.ndarray) -> float:
+    """Upper-face dynamics deviation (mm) of displacement sequences `[T, V, 3]`."""
+    dyn_p = pred[:, upper].norm(dim=-1).std(dim=0)
+    dyn_g = gt[:, upper].norm(dim=-1).std(dim=0)
+    return float((dyn_g - dyn_p).abs().mean()) * 1000.0
+
+
+def _spans(timings, labels: set[str], fps: float, num: int, *, centre_only: bool) -> list[int]:
+    frames: list[int] = []
+    for t in timings:
+        if t.label.lstrip("',") not in labels:
+            continue
+        if centre_only:
+            if t.end - t.start >= 0.06:
+                frames.append(min(num - 1, int(round((t.start + t.end) / 2 * fps))))
+        else:
+            lo, hi = int(math.ceil(t.start * fps)), int(math.floor(t.end * fps))
+            frames.extend(range(max(lo, 0), min(hi + 1, num)))
+    return frames
+
+
+def closure_ratio(vertices: np.ndarray, timings, fps: float, head) -> tuple[float, float]:
+    """(mean aperture during p/b/m / mean aperture at open-vowel centres, the two sums' counts).
+
+    vertices `[T, V, 3]` metres. Returns (nan, 0) when the clip has neither kind of phoneme.
+    """
+    num = len(vertices)
+    bil = _spans(timings, BILABIALS, fps, num, centre_only=False)
+    vow = _spans(timings, OPEN_VOWELS, fps, num, centre_only=True)
+    if not bil or not vow:
+        return float("nan"), 0
+    gap = inner_lip_gap(
+        vertices,
+        head.region("lip_upper_inner"),
+        head.region("lip_lower_inner"),
+        anchors=head.region("teeth_upper"),
+        reference=head.v_template.numpy(),
+    )
+    return float(np.clip(gap[bil], 0, None).mean() / max(gap[vow].mean(), 1e-6)), len(bil)
+
+
+def energy_share(disp: torch.Tensor, region: np.ndarray) -> float:
+    """Share of the squared displacement `[..., V, 3]` that lies on the region's vertices."""
+    e = disp.pow(2).sum(dim=-1)  # [..., V]
+    return float(e[..., region].sum() / e.sum().clamp_min(1e-20))
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A Markdown table; missing values print as n/a."""
+    head = "| method | " + " | ".join(title for _, title in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    lines = [head, rule]
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            v = row.get(key)
+            cells.append(
+                "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+            )
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+COLUMNS = [
+    ("lve", "LVE (mm^2)"),
+    ("fdd", "FDD (mm)"),
+    ("closure", "bilabial closure (ratio)"),
+    ("speech_leak", "speech leak to upper face (%)"),
+    ("expr_leak", "expression leak to lips (%)"),
+    ("emotion_lve", "lip sync under emotion, LVE (mm^2)"),
+]
+
+
+@torch.no_grad()
+def evaluate(
+    checkpoint: str | Path,
+    talking_dir: str | Path,
+    expressions_dir: str | Path,
+    *,
+    ablation: str | Path | None = None,
+    head=None,
+    split: str = "test",
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], str]:
+    """Evaluate a checkpoint (and an optional no-sparsity ablation) on held-out speakers.
+
+    Returns the rows and the Markdown table.
+    """
+    from animator.animator import Animator
+    from animator.data.vocaset import load_vocaset
+    from animator.emotion import EMOTIONS
+    from animator.train import displacement_frames
+    from avatar.flame import load_flame
+
+    head = head if head is not None else load_flame()
+    anim = Animator.load(checkpoint, head=head)
+    variants = [("fusion + sparsity (ours)", anim)]
+    if ablation is not None:
+        variants.insert(0, ("fusion without sparsity", Animator.load(ablation, head=head)))
+    data = load_vocaset(talking_dir, split=split)
+    if len(data) == 0:
+        data = load_vocaset(talking_dir)
+    lips = head.region("lips")
+    upper = head.region("upper_face")
+    fps = anim.fps
+    rows: dict[str, dict[str, list]] = {}
+
+    def add(method: str, key: str, value: float) -> None:
+        rows.setdefault(method, {}).setdefault(key, []).append(value)
+
+    clips = list(data)
+    log(
+        f"evaluating on {len(clips)} {split} sequences of {len({c.subject for c in clips})} speakers"
+    )
+    for sample in clips:
+        gt = displacement_frames(sample, fps)  # [T, V, 3]
+        template = torch.from_numpy(np.asarray(sample.template, dtype=np.float32))
+        from animator.audio import load_audio
+        from animator.features import log_mel
+
+        audio = load_audio(sample.audio, sample.sample_rate)
+        mel = torch.from_numpy(log_mel(audio))[None]
+        n = len(gt)
+        stage1 = anim.speech_model.predict_long(mel, n)  # [T, C]
+        preds = {
+            "static template": torch.zeros_like(gt),
+            "stage 1 alone": anim.basis.decode(stage1),
+        }
+        for name, model in variants:
+            w_a, _ = model.fusion.encode(model.speech_model.predict_long(mel, n)[None])
+            speech_only = model.basis.decode(w_a[0] @ model.fusion.speech_coeffs)  # [T, V, 3]
+            preds[name] = speech_only
+            add(name, "speech_leak", 100 * energy_share(speech_only, upper))
+            base = speech_only
+            emo = []
+            for e in range(len(EMOTIONS)):
+                w_e = model.emotion_codes[e].expand(n, -1)
+                with_e = model.basis.decode(
+                    w_a[0] @ model.fusion.speech_coeffs + w_e @ model.fusion.expression_coeffs
+                )
+                emo.append(lve(with_e, base, lips))
+            add(name, "emotion_lve", float(np.mean(emo)))
+        perf = anim.animate(audio, fps=fps, idle=False)
+        flame_disp = head(perf.params) - head.v_template
+        preds["ours through FLAME (shipped pipeline)"] = flame_disp
+        # audio and motion may differ by a frame in length: compare the frames both have
+        m = min(n, *(len(d) for d in preds.values()))
+        gt = gt[:m]
+        for method, disp in preds.items():
+            disp = disp[:m]
+            add(method, "lve", lve(disp, gt, lips))
+            add(method, "fdd", fdd(disp, gt, upper))
+            ratio, count = closure_ratio((disp + template).numpy(), sample.timings, fps, head)
+            if count:
+                add(method, "closure", ratio)
+        ratio, count = closure_ratio((gt + template).numpy(), sample.timings, fps, head)
+        if count:
+            add("ground truth", "closure", ratio)
+    for name, model in variants:
+        basis_e = model.emotion_codes @ model.fusion.expression_coeffs  # [7, C]
+        add(name, "expr_leak", 100 * energy_share(model.basis.decode(basis_e), lips))
+    order = [
+        "ground truth",
+        "static template",
+        "stage 1 alone",
+        *(name for name, _ in variants),
+        "ours through FLAME (shipped pipeline)",
+    ]
+    table_rows = []
+    for method in order:
+        if method in rows:
+            table_rows.append(
+                {"method": method, **{k: float(np.nanmean(v)) for k, v in rows[method].items()}}
+            )
+    return table_rows, format_table(table_rows, COLUMNS)

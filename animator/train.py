@@ -1,0 +1,568 @@
+"""Training the animator: stage 1 (speech model), stage 2 (fusion with sparsity), emotion codes,
+the FLAME mapping; single process or torch.distributed (gloo on CPU, NCCL on GPU).
+
+`train(talking_dir, expressions_dir, out)` reads a VOCAset-format talking set and a
+Florence4D-format expression set, trains, and writes a checkpoint folder (safetensors + JSON).
+Under `torchrun --nproc_per_node=N` every rank draws the same global batch from a shared seed and
+takes its slice; DDP averages the gradients, so N processes give the result of one process with
+the same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from animator.audio import load_audio
+from animator.data.sample import MotionSample, TimedLabel
+from animator.emotion import EMOTIONS
+from animator.features import FEATURE_RATE, log_mel
+from animator.models import (
+    FusionConfig,
+    FusionModule,
+    MotionBasis,
+    SpeechModel,
+    SpeechModelConfig,
+)
+from avatar.errors import TalkingAvatarError
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (the defaults build the shipped animator in minutes on 2 CPU cores)."""
+
+    fps: float = 30.0
+    components: int = 96
+    dim: int = 128
+    layers: int = 3
+    heads: int = 4
+    window: int = 24
+    dropout: float = 0.0
+    speech_blendshapes: int = 32
+    expression_blendshapes: int = 32
+    sparsity: float = 3e-3
+    stage1_steps: int = 1500
+    stage2_steps: int = 1200
+    batch: int = 16
+    crop_frames: int = 60
+    lr: float = 2e-3
+    velocity_weight: float = 1.0
+    lip_weight: float = 1.0  # extra loss on the lip vertices (about 16x emphasis on this head)
+    val_every: int = 250
+    seed: int = 0
+
+
+@dataclass
+class Clip:
+    """One sequence at the training frame rate, in motion-basis coefficients."""
+
+    coeffs: torch.Tensor  # [T, C]
+    name: str
+    subject: str
+    label: str  # sentence or expression
+    split: str
+    mel: torch.Tensor | None = None  # [T_a, 80] at 100 Hz
+    style: int = -1
+    timings: list[TimedLabel] = field(default_factory=list)
+    disp: torch.Tensor | None = None  # [T, V, 3], kept only for evaluation clips
+
+    @property
+    def num_frames(self) -> int:
+        return self.coeffs.shape[0]
+
+
+def resample_indices(num_src: int, src_fps: float, fps: float) -> np.ndarray:
+    """Source frame shown at each output time i / fps (nearest), for a clip of num_src frames."""
+    num_out = max(1, int(round(num_src * fps / src_fps)))
+    return np.clip(np.round(np.arange(num_out) * src_fps / fps).astype(np.int64), 0, num_src - 1)
+
+
+def displacement_frames(sample: MotionSample, fps: float) -> torch.Tensor:
+    """Displacements from the template `[T, V, 3]` at fps."""
+    idx = resample_indices(sample.num_frames, sample.fps, fps)
+    verts = np.asarray(sample.vertices[idx], dtype=np.float32)
+    return torch.from_numpy(verts - sample.template[None].astype(np.float32))
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns whether it did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    return True
+
+
+# ---------------------------------------------------------------------------------- data
+def load_training_data(
+    talking_dir: str | Path,
+    expressions_dir: str | Path,
+    cfg: TrainConfig,
+    log: Callable[[str], None] = print,
+) -> tuple[MotionBasis, list[Clip], list[Clip], dict]:
+    """Read both sets, fit the shared motion basis and encode every clip."""
+    from animator.data.florence import FlorenceDataset
+    from animator.data.vocaset import VocasetDataset
+
+    talking = VocasetDataset(talking_dir)
+    expressions = FlorenceDataset(expressions_dir)
+    if len(talking) == 0 or len(expressions) == 0:
+        raise TalkingAvatarError("the talking and expression sets must each hold sequences")
+    t0 = time.perf_counter()
+    talk_samples = list(talking)
+    expr_samples = list(expressions)
+    num_v = talk_samples[0].template.shape[0]
+    if expr_samples[0].template.shape[0] != num_v:
+        raise TalkingAvatarError(
+            f"the talking set has {num_v} vertices per mesh but the expression set has "
+            f"{expr_samples[0].template.shape[0]}; both must share one topology"
+        )
+    train_subjects = sorted({s.subject for s in talk_samples if (s.split or "train") == "train"})
+    styles = {name: i for i, name in enumerate(train_subjects)}
+
+    # The basis is fitted on a subsample of frames from both sets (uncentred: 0 = template).
+    rng = np.random.default_rng(cfg.seed)
+    fit_frames = []
+    for s in talk_samples + expr_samples:
+        if (s.split or "train") != "train":
+            continue
+        d = displacement_frames(s, cfg.fps)
+        take = rng.choice(len(d), size=min(len(d), 12), replace=False)
+        fit_frames.append(d[np.sort(take)])
+    basis, kept = MotionBasis.fit(torch.cat(fit_frames), cfg.components)
+    log(f"motion basis: {cfg.components} components keep {kept * 100:.3f}% of the motion energy")
+
+    def clip_of(s: MotionSample, kind: str) -> Clip:
+        disp = displacement_frames(s, cfg.fps)
+        split = s.split or "train"
+        mel = None
+        if kind == "talking":
+            if s.audio is None:
+                raise TalkingAvatarError(f"talking sequence {s.subject}/{s.sentence} has no audio")
+            mel = torch.from_numpy(log_mel(load_audio(s.audio, s.sample_rate)))
+        return Clip(
+            coeffs=basis.encode(disp),
+            name=f"{s.subject}/{s.sentence or s.expression}",
+            subject=s.subject,
+            label=str(s.sentence or s.expression),
+            split=split,
+            mel=mel,
+            style=styles.get(s.subject, -1),
+            timings=list(s.timings),
+            disp=disp if split != "train" or kind == "expression" else None,
+        )
+
+    talk = [clip_of(s, "talking") for s in talk_samples]
+    expr = [clip_of(s, "expression") for s in expr_samples]
+    log(
+        f"data: {len(talk)} talking clips ({sum(c.num_frames for c in talk)} frames at {cfg.fps:g} fps), "
+        f"{len(expr)} expression clips; read in {time.perf_counter() - t0:.0f} s"
+    )
+    meta = {"train_subjects": train_subjects, "num_vertices": num_v, "basis_energy_kept": kept}
+    return basis, talk, expr, meta
+
+
+def _crop_batch(
+    clips: list[Clip], gen: torch.Generator, batch: int, frames: int, *, with_audio: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """A batch of random crops: coeffs `[B, F, C]`, mel `[B, F_a, 80]` or None, style `[B]`.
+
+    Crops start on frames that are multiples of 3 so that, at 30 fps, they start exactly on a
+    100 Hz feature frame.
+    """
+    per = FEATURE_RATE / 30.0
+    coeffs, mels, styles = [], [], []
+    picks = torch.randint(len(clips), (batch,), generator=gen)
+    for i in picks.tolist():
+        clip = clips[i]
+        n = clip.num_frames
+        if n <= frames:
+            start = 0
+        else:
+            start = 3 * int(torch.randint((n - frames) // 3 + 1, (1,), generator=gen))
+        c = clip.coeffs[start : start + frames]
+        if len(c) < frames:  # pad short clips by holding the last frame
+            c = torch.cat([c, c[-1:].expand(frames - len(c), -1)])
+        coeffs.append(c)
+        styles.append(clip.style)
+        if with_audio:
+            a = int(round(start * per))
+            m = clip.mel[a : a + int(math.ceil(frames * per)) + 1]
+            need = int(math.ceil(frames * per)) + 1
+            if len(m) < need:
+                m = torch.cat([m, m[-1:].expand(need - len(m), -1)])
+            mels.append(m)
+    mel = torch.stack(mels) if with_audio else None
+    return torch.stack(coeffs), mel, torch.tensor(styles)
+
+
+def _shard(x: torch.Tensor | None) -> torch.Tensor | None:
+    rank, world = _world()
+    if x is None or world == 1:
+        return x
+    if x.shape[0] % world:
+        raise TalkingAvatarError(f"batch {x.shape[0]} must divide by the {world} processes")
+    per = x.shape[0] // world
+    return x[rank * per : (rank + 1) * per]
+
+
+def _wrap(model: nn.Module) -> nn.Module:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        return nn.parallel.DistributedDataParallel(model)
+    return model
+
+
+def _velocity(x: torch.Tensor) -> torch.Tensor:
+    return x[:, 1:] - x[:, :-1]
+
+
+# ---------------------------------------------------------------------------------- stages
+def train_speech_model(
+    talk: list[Clip],
+    cfg: TrainConfig,
+    num_vertices: int,
+    num_subjects: int,
+    *,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    state: dict | None = None,
+    lip_basis: torch.Tensor | None = None,
+) -> SpeechModel:
+    """Stage 1 on the training split: MSE on motion coefficients plus their velocity, plus
+    (with `lip_basis` `[C, 3L]`, the basis rows of the lip vertices) an MSE on the lips."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    model = SpeechModel(
+        SpeechModelConfig(
+            num_vertices=num_vertices,
+            num_subjects=max(1, num_subjects),
+            dim=cfg.dim,
+            layers=cfg.layers,
+            heads=cfg.heads,
+            window=cfg.window,
+            components=cfg.components,
+            fps=cfg.fps,
+            dropout=cfg.dropout,
+        )
+    )
+    if state is not None:
+        model.load_state_dict(state)
+        return model
+    train = [c for c in talk if c.split == "train"]
+    val = [c for c in talk if c.split == "val"]
+    net = _wrap(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, cfg.lr, total_steps=cfg.stage1_steps, pct_start=0.1
+    )
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    bar = tqdm(
+        range(cfg.stage1_steps), desc="stage 1: speech model", disable=not (progress and _is_main())
+    )
+    for step in bar:
+        coeffs, mel, style = _crop_batch(train, gen, cfg.batch, cfg.crop_frames, with_audio=True)
+        coeffs, mel, style = _shard(coeffs), _shard(mel), _shard(style)
+        pred = net(mel, cfg.crop_frames, style)
+        loss = nn.functional.mse_loss(pred, coeffs) + cfg.velocity_weight * nn.functional.mse_loss(
+            _velocity(pred), _velocity(coeffs)
+        )
+        if lip_basis is not None and cfg.lip_weight > 0:
+            # Per-coordinate MSE on the lips, rescaled by 3V / C to the coefficient loss's units:
+            # with equal error density on the lips and elsewhere the two terms are equal.
+            scale = 3.0 * num_vertices / coeffs.shape[-1]
+            loss = loss + cfg.lip_weight * scale * nn.functional.mse_loss(
+                pred @ lip_basis, coeffs @ lip_basis
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3e}")
+        if val and _is_main() and (step + 1) % cfg.val_every == 0:
+            err = _speech_val_error(model, val)
+            log(
+                f"stage 1 step {step + 1}: train loss {loss.item():.3e}, val rms {err * 1000:.2f} mm"
+            )
+    return model.eval()
+
+
+@torch.no_grad()
+def _speech_val_error(model: SpeechModel, clips: list[Clip]) -> float:
+    model.eval()
+    se, n = 0.0, 0
+    for c in clips[:20]:
+        pred = model(c.mel[None], c.num_frames)[0]
+        se += float((pred - c.coeffs).pow(2).sum())
+        n += c.coeffs.numel()
+    model.train()
+    # coefficient error equals vertex error; divide by 3V/C to get per-coordinate RMS
+    return math.sqrt(se / n * c.coeffs.shape[1] / (3 * model.cfg.num_vertices))
+
+
+@torch.no_grad()
+def speech_predictions(
+    model: SpeechModel, clips: list[Clip], *, neutral: bool = False
+) -> list[torch.Tensor]:
+    """Stage-1 output `[T, C]` per clip, with each clip's own style (or the neutral style)."""
+    model.eval()
+    out = []
+    for c in clips:
+        style = None if neutral or c.style < 0 else torch.tensor([c.style])
+        if style is None:
+            out.append(model.predict_long(c.mel[None], c.num_frames))
+        else:
+            out.append(model(c.mel[None], c.num_frames, style)[0])
+    return out
+
+
+def train_fusion(
+    talk_inputs: list[torch.Tensor],
+    talk_targets: list[Clip],
+    expr: list[Clip],
+    cfg: TrainConfig,
+    num_vertices: int,
+    *,
+    sparsity: float | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    state: dict | None = None,
+) -> FusionModule:
+    """Stage 2: reconstruct talking (from stage-1 output) and expression sequences with the
+    two bases; L1 on the off-domain weights keeps speech out of w_E and expression out of w_A."""
+    from tqdm import tqdm
+
+    lam = cfg.sparsity if sparsity is None else sparsity
+    torch.manual_seed(cfg.seed + 2)
+    model = FusionModule(
+        FusionConfig(
+            components=cfg.components,
+            num_vertices=num_vertices,
+            speech_blendshapes=cfg.speech_blendshapes,
+            expression_blendshapes=cfg.expression_blendshapes,
+        )
+    )
+    if state is not None:
+        model.load_state_dict(state)
+        return model
+    # Pair each talking input with its target as one clip-like record for cropping.
+    pairs = [
+        Clip(
+            coeffs=torch.cat([x, c.coeffs], dim=1),
+            name=c.name,
+            subject=c.subject,
+            label=c.label,
+            split=c.split,
+        )
+        for x, c in zip(talk_inputs, talk_targets, strict=True)
+    ]
+    expr_train = [c for c in expr if c.split == "train"]
+    net = _wrap(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, cfg.lr, total_steps=cfg.stage2_steps, pct_start=0.1
+    )
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    c_dim = cfg.components
+    half = cfg.batch // 2
+    bar = tqdm(
+        range(cfg.stage2_steps), desc="stage 2: fusion", disable=not (progress and _is_main())
+    )
+    for step in bar:
+        tb, _, _ = _crop_batch(pairs, gen, half, cfg.crop_frames, with_audio=False)
+        eb, _, _ = _crop_batch(expr_train, gen, half, cfg.crop_frames, with_audio=False)
+        tb, eb = _shard(tb), _shard(eb)
+        t_in, t_gt = tb[..., :c_dim], tb[..., c_dim:]
+        t_out, t_wa, t_we = net(t_in)
+        e_out, e_wa, e_we = net(eb)
+        rec = nn.functional.mse_loss(t_out, t_gt) + nn.functional.mse_loss(e_out, eb)
+        vel = nn.functional.mse_loss(_velocity(t_out), _velocity(t_gt))
+        # Sparsity: L1 on the weights each domain should not use (w_E on speech, w_A on
+        # expressions), in the reconstruction loss's units (coefficients squared).
+        sparse = t_we.abs().mean() + e_wa.abs().mean()
+        loss = rec + cfg.velocity_weight * vel + lam * sparse
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            bar.set_postfix(rec=f"{rec.item():.3e}", off=f"{sparse.item():.3f}")
+        if _is_main() and (step + 1) % cfg.val_every == 0:
+            log(
+                f"stage 2 step {step + 1}: reconstruction {rec.item():.3e}, off-domain |w| {sparse.item():.3f}"
+            )
+    return model.eval()
+
+
+@torch.no_grad()
+def emotion_codes(model: FusionModule, expr: list[Clip], fps: float) -> torch.Tensor:
+    """Apex code per emotion `[7, K_E]`: mean w_E over apex frames across identities."""
+    codes = torch.zeros(len(EMOTIONS), model.cfg.expression_blendshapes)
+    for i, emotion in enumerate(EMOTIONS):
+        frames = []
+        for c in expr:
+            if c.label != emotion:
+                continue
+            _, w_e = model.encode(c.coeffs[None])
+            apex = [t for t in c.timings if t.label == "apex"]
+            if apex:
+                lo = int(math.floor(apex[0].start * fps))
+                hi = max(lo + 1, int(math.ceil(apex[0].end * fps)))
+                frames.append(w_e[0, lo:hi])
+            else:  # no timings: the middle third is the apex hold
+                n = c.num_frames
+                frames.append(w_e[0, n // 3 : 2 * n // 3])
+        if not frames:
+            raise TalkingAvatarError(f"the expression set has no '{emotion}' sequence")
+        codes[i] = torch.cat(frames).mean(dim=0)
+    return codes
+
+
+def train_config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
+
+
+def _state(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def train(
+    talking_dir: str | Path,
+    expressions_dir: str | Path,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    head=None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict:
+    """Train every stage and write the checkpoint folder `out`; returns the run summary.
+
+    With `resume`, the speech model (stage 1, the long part) is taken from that checkpoint
+    instead of trained again: a run stopped after stage 1 resumes there, and fusion variants
+    (other K_A, K_E or sparsity weights) reuse one speech model. Stage 2 always trains.
+    """
+    from animator.checkpoint import load_checkpoint, save_checkpoint
+    from animator.mapping import fit_flame_mapping
+    from avatar.flame import load_flame
+
+    cfg = cfg or TrainConfig()
+    init_distributed()
+    started = time.perf_counter()
+    head = head if head is not None else load_flame()
+    basis, talk, expr, meta = load_training_data(
+        talking_dir, expressions_dir, cfg, log=log if _is_main() else lambda *_: None
+    )
+    if meta["num_vertices"] != head.num_vertices:
+        raise TalkingAvatarError(
+            f"the training meshes have {meta['num_vertices']} vertices but the head model "
+            f"{head.source} has {head.num_vertices}; train with the head the data was made for (--flame)"
+        )
+    resumed: dict[str, torch.Tensor] = {}
+    if resume is not None:
+        _, resumed = load_checkpoint(resume)
+        log(
+            f"resuming from {resume}: stages found: {'speech model' if any(k.startswith('speech.') for k in resumed) else 'none'}"
+        )
+
+    def sub(prefix: str) -> dict | None:
+        got = {k[len(prefix) + 1 :]: v for k, v in resumed.items() if k.startswith(prefix + ".")}
+        return got or None
+
+    num_subjects = len(meta["train_subjects"])
+    lips = torch.as_tensor(head.region("lips"))
+    lip_basis = basis.basis.view(cfg.components, -1, 3)[:, lips].reshape(cfg.components, -1)
+    speech = train_speech_model(
+        talk,
+        cfg,
+        head.num_vertices,
+        num_subjects,
+        log=log,
+        progress=progress,
+        state=sub("speech"),
+        lip_basis=lip_basis,
+    )
+    base_config = {
+        "train": train_config_dict(cfg),
+        "speech_model": asdict(speech.cfg),
+        "train_subjects": meta["train_subjects"],
+        "basis_energy_kept": meta["basis_energy_kept"],
+        "head": {
+            "source": Path(head.source).name,
+            "num_vertices": head.num_vertices,
+            "num_expr": head.num_expr,
+        },
+        "emotions": list(EMOTIONS),
+    }
+    if _is_main() and sub("speech") is None:
+        save_checkpoint(
+            out,
+            {**base_config, "stage": "speech"},
+            {**_state("basis", basis), **_state("speech", speech)},
+        )
+        log(f"stage 1 done ({time.perf_counter() - started:.0f} s); wrote {out} (resumable)")
+
+    train_talk = [c for c in talk if c.split == "train"]
+    inputs = speech_predictions(speech, train_talk)
+    fusion = train_fusion(
+        inputs,
+        train_talk,
+        expr,
+        cfg,
+        head.num_vertices,
+        log=log,
+        progress=progress,
+    )
+    codes = emotion_codes(fusion, expr, cfg.fps)
+    blendshapes = torch.cat(
+        [
+            basis.decode(fusion.speech_coeffs.detach()),
+            basis.decode(fusion.expression_coeffs.detach()),
+        ]
+    )  # [K, V, 3]
+    # Typical amplitudes: the 95th percentile of |w| on the training data.
+    w_a = torch.cat([fusion.encode(x[None])[0][0] for x in inputs])
+    amp = torch.cat([w_a.abs().quantile(0.95, dim=0), codes.abs().max(dim=0).values])
+    mapping, residual = fit_flame_mapping(head, blendshapes, amp)
+    log(
+        f"FLAME mapping: residual {residual.mean():.3f} mm mean, {residual.max():.3f} mm worst "
+        f"(per blendshape, at its typical weight)"
+    )
+    summary = {
+        "seconds": time.perf_counter() - started,
+        "mapping_residual_mm": [round(float(r), 4) for r in residual],
+    }
+    tensors = {
+        **_state("basis", basis),
+        **_state("speech", speech),
+        **_state("fusion", fusion),
+        "emotion_codes": codes,
+        "mapping": mapping,
+        "mapping_residual_mm": residual,
+    }
+    config = {**base_config, "fusion": asdict(fusion.cfg), "stage": "complete", "summary": summary}
+    if _is_main():
+        save_checkpoint(out, config, tensors)
+        log(f"trained in {summary['seconds']:.0f} s; wrote {out}")
+    return summary

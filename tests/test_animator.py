@@ -1,0 +1,276 @@
+"""The animator's pieces: audio input, models, basis, FLAME mapping, checkpoints, distributed
+training parity, and a tiny end-to-end training run."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.multiprocessing as mp
+
+from animator.audio import SAMPLE_RATE, load_audio
+from animator.checkpoint import load_checkpoint, save_checkpoint
+from animator.mapping import fit_flame_mapping
+from animator.models import FusionConfig, FusionModule, MotionBasis, SpeechModel, SpeechModelConfig
+from animator.train import Clip, TrainConfig, train_fusion, train_speech_model
+from avatar.errors import TalkingAvatarError
+
+
+# ------------------------------------------------------------------------------- audio
+def tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("WAV", 11025), ("FLAC", 44100), ("OGG", 22050)])
+def test_audio_formats_and_rates_load_as_16k_mono(tmp_path, fmt, rate) -> None:
+    path = tmp_path / f"speech.{fmt.lower()}"
+    stereo = np.stack([tone(1.5, rate), tone(1.5, rate)], axis=1)
+    sf.write(path, stereo, rate, format=fmt)
+    audio = load_audio(path)
+    assert audio.samples.ndim == 1 and audio.source_rate == rate
+    assert audio.duration == pytest.approx(1.5, abs=0.01)
+    assert audio.num_frames(30) == 45 and not audio.is_silent
+
+
+def test_silence_is_detected(tmp_path) -> None:
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.zeros(16000, dtype=np.float32), 16000)
+    assert load_audio(path).is_silent
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"RIFF\x00\x00garbage that is not audio" * 10, "cannot read audio file"),
+    ],
+)
+def test_bad_audio_files(tmp_path, content, match) -> None:
+    path = tmp_path / "speech.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(TalkingAvatarError, match=match):
+        load_audio(path)
+
+
+def test_header_only_wav_is_refused_as_empty(tmp_path) -> None:
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(TalkingAvatarError, match="holds no audio samples"):
+        load_audio(path)
+
+
+# ------------------------------------------------------------------------------- models
+def small_speech_model(num_vertices: int = 10) -> SpeechModel:
+    torch.manual_seed(0)
+    cfg = SpeechModelConfig(
+        num_vertices=num_vertices, num_subjects=3, dim=32, layers=2, heads=2, window=6, components=8
+    )
+    return SpeechModel(cfg).eval()
+
+
+def test_speech_model_handles_any_length_in_chunks_exactly() -> None:
+    model = small_speech_model()
+    mel = torch.randn(1, 2000, 80)  # 20 s at 100 Hz
+    full = model(mel, 600)[0]
+    for chunk in (50, 128, 333):
+        assert (model.predict_long(mel, 600, chunk_frames=chunk) - full).abs().max() < 1e-4
+
+
+def test_fusion_decoder_is_linear_and_additive_with_fixed_blendshape_size() -> None:
+    torch.manual_seed(0)
+    fusion = FusionModule(
+        FusionConfig(components=8, num_vertices=10, speech_blendshapes=4, expression_blendshapes=3)
+    )
+    w_a, w_e = torch.randn(5, 4), torch.randn(5, 3)
+    both = fusion.decode(w_a, w_e)
+    assert torch.allclose(
+        both, fusion.decode(w_a, 0 * w_e) + fusion.decode(0 * w_a, w_e), atol=1e-6
+    )
+    assert torch.allclose(
+        fusion.decode(2 * w_a, 0 * w_e), 2 * fusion.decode(w_a, 0 * w_e), atol=1e-6
+    )
+    rms = fusion.speech_coeffs.norm(dim=1) / (3 * 10) ** 0.5
+    assert torch.allclose(rms, torch.full((4,), fusion.cfg.basis_rms))
+
+
+def test_motion_basis_round_trip_in_span() -> None:
+    torch.manual_seed(0)
+    frames = torch.randn(40, 3) @ torch.randn(3, 30)  # rank-3 motion of 10 vertices
+    basis, kept = MotionBasis.fit(frames.view(40, 10, 3), 4)
+    assert kept > 0.999999
+    assert torch.allclose(
+        basis.decode(basis.encode(frames.view(40, 10, 3))), frames.view(40, 10, 3), atol=1e-4
+    )
+
+
+def test_flame_mapping_recovers_flame_motion(head) -> None:
+    p = head.neutral_params(1)
+    p.expr[0, :3] = torch.tensor([0.8, -0.5, 0.3])
+    smile = head(p)[0] - head.v_template
+    q = head.neutral_params(1)
+    q.jaw_pose[0, 0] = 0.1
+    jaw = head(q)[0] - head.v_template
+    mapping, residual = fit_flame_mapping(head, torch.stack([smile, jaw]))
+    assert torch.allclose(mapping[0, :3], torch.tensor([0.8, -0.5, 0.3]), atol=1e-3)
+    assert abs(float(mapping[1, head.num_expr]) - 0.1) < 0.01  # jaw pitch
+    assert residual[0] < 0.01 and residual[1] < 0.2  # mm; the jaw is nonlinear, a secant fits it
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_and_errors(tmp_path) -> None:
+    save_checkpoint(tmp_path / "ck", {"answer": 42}, {"w": torch.arange(6.0)})
+    config, tensors = load_checkpoint(tmp_path / "ck")
+    assert config["answer"] == 42 and torch.equal(tensors["w"], torch.arange(6.0))
+    with pytest.raises(TalkingAvatarError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+    (tmp_path / "ck" / "weights.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{bad")
+    with pytest.raises(TalkingAvatarError, match="not a readable safetensors file"):
+        load_checkpoint(tmp_path / "ck")
+    (tmp_path / "ck" / "config.json").write_text("{]")
+    with pytest.raises(TalkingAvatarError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "ck")
+    (tmp_path / "ck" / "config.json").write_text('{"format": "something-else"}')
+    with pytest.raises(TalkingAvatarError, match="not a talking-avatar animator config"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_bundled_animator_loads_and_animates(head) -> None:
+    from animator import Animator
+
+    anim = Animator.load(head=head)
+    audio = tone(2.0, SAMPLE_RATE)
+    perf = anim.animate(audio, emotion={"happy": 1.0}, fps=25)
+    assert perf.num_frames == 50
+    assert perf.params.expr.shape == (50, head.num_expr) and perf.params.jaw_pose.shape == (50, 3)
+    quiet = anim.animate(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    assert quiet.silent and quiet.speech_weights.abs().max() == 0
+
+
+# ------------------------------------------------------------------------------- distributed
+def synthetic_clips(num: int = 6, frames: int = 45, components: int = 8) -> list[Clip]:
+    g = torch.Generator().manual_seed(1)
+    clips = []
+    for i in range(num):
+        clips.append(
+            Clip(
+                coeffs=torch.randn(frames, components, generator=g) * 0.01,
+                name=f"s{i % 3}/x{i}",
+                subject=f"s{i % 3}",
+                label=f"x{i}",
+                split="train",
+                mel=torch.randn(frames * 10 // 3 + 5, 80, generator=g),
+                style=i % 3,
+            )
+        )
+    return clips
+
+
+TINY = TrainConfig(
+    components=8, dim=32, layers=1, heads=2, window=4, stage1_steps=4, stage2_steps=4,
+    batch=4, crop_frames=30, val_every=1000, speech_blendshapes=4, expression_blendshapes=3,
+)  # fmt: skip
+
+
+def _train_both(clips: list[Clip]) -> dict[str, torch.Tensor]:
+    speech = train_speech_model(clips, TINY, 10, 3, log=lambda *_: None, progress=False)
+    inputs = [c.coeffs * 0.5 for c in clips]
+    fusion = train_fusion(inputs, clips, clips, TINY, 10, log=lambda *_: None, progress=False)
+    state = {f"speech.{k}": v for k, v in speech.state_dict().items()}
+    state.update({f"fusion.{k}": v for k, v in fusion.state_dict().items()})
+    return state
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        state = _train_both(synthetic_clips())
+        if rank == 0:
+            torch.save(state, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+    single = _train_both(synthetic_clips())
+    assert ddp.keys() == single.keys()
+    for key in single:
+        assert torch.allclose(ddp[key], single[key], atol=1e-5, rtol=1e-4), key
+    # and training did move the weights
+    fresh = replace(TINY, stage1_steps=0)
+    assert fresh.stage1_steps == 0
+
+
+# ------------------------------------------------------------------------------- idle layer
+def test_blinks_every_2_to_6_s_lasting_150_to_300_ms() -> None:
+    from animator.idle import blink_curve
+
+    times = np.arange(0, 120, 1 / 1000)  # 1 kHz over two minutes
+    closed = blink_curve(times, np.random.default_rng(3)) > 0
+    edges = np.flatnonzero(np.diff(closed.astype(int)))
+    starts, ends = times[edges[::2] + 1], times[edges[1::2] + 1]
+    durations = ends - starts[: len(ends)]
+    gaps = np.diff(starts)
+    assert len(starts) >= 120 / 6.3
+    assert durations.min() >= 0.149 and durations.max() <= 0.301
+    assert gaps.min() >= 2.0 and gaps.max() <= 6.0 + 0.301
+
+
+def test_idle_layer_is_seeded_and_moves_lids_eyes_and_head(head) -> None:
+    from animator.idle import add_idle
+
+    base = head.neutral_params(300)
+    a = add_idle(base, head, 30.0, seed=5)
+    b = add_idle(base, head, 30.0, seed=5)
+    c = add_idle(base, head, 30.0, seed=6)
+    assert torch.equal(a.expr, b.expr) and torch.equal(a.neck_pose, b.neck_pose)
+    assert not torch.equal(a.neck_pose, c.neck_pose)
+    assert a.expr.abs().max() > 0.1  # blinks (10 s: at least one)
+    assert 0.005 < a.neck_pose.abs().max() < 0.06 and a.eyes_pose.abs().max() > 0.005
+    assert base.expr.abs().max() == 0  # the input is not modified
+
+
+def test_unseen_sentence_and_voice_close_on_bilabials_and_open_on_vowels(head) -> None:
+    """The bundled sample is neither a training sentence nor a training voice setting."""
+    import json
+
+    from animator import Animator
+    from animator.data.lips import inner_lip_gap
+    from avatar.paths import asset_path
+
+    anim = Animator.load(head=head)
+    timings = json.loads(asset_path("speech", "sample.json").read_text())["phonemes"]
+    perf = anim.animate(asset_path("speech", "sample.wav"), fps=30, idle=False)
+    verts = head(perf.params).numpy()
+    gap = 1000 * inner_lip_gap(
+        verts,
+        head.region("lip_upper_inner"),
+        head.region("lip_lower_inner"),
+        anchors=head.region("teeth_upper"),
+        reference=head.v_template.numpy(),
+    )  # [T] mm
+    spans = [(p["phoneme"], int(p["start"] * 30), int(np.ceil(p["end"] * 30)) + 1) for p in timings]
+    bilabial = np.array([gap[a:b].min() for s, a, b in spans if s in ("p", "b", "m")])
+    vowels = np.array(
+        [gap[a:b].max() for s, a, b in spans if s in ("aI", "a#", "a", "A:", "0", "O:")]
+    )
+    assert len(bilabial) >= 10 and len(vowels) >= 10
+    assert np.median(bilabial) < 1.0 and bilabial.max() < 4.0  # lips meet on p, b, m
+    assert vowels.min() > 6.0  # and open on open vowels
