@@ -59,15 +59,294 @@ def _build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--size", type=int, default=256, help="tile size in pixels")
     _add_flame_flag(preview)
     preview.set_defaults(handler=_run_head_preview)
+
+    build = head_sub.add_parser(
+        "build", help="build a Gaussian avatar from the head (the default avatar's recipe)"
+    )
+    build.add_argument("--out", default="assets/avatar/avatar.ply", help="PLY to write")
+    build.add_argument("--count", type=int, default=40_000, help="number of Gaussians")
+    build.add_argument("--skin", default="medium", help="light|medium|tan|brown|dark or #rrggbb")
+    build.add_argument("--hair", default="brown", help="black|brown|auburn|blond|grey or #rrggbb")
+    build.add_argument("--iris", default="brown", help="brown|blue|green|grey or #rrggbb")
+    build.add_argument("--lips", default=None, help="#rrggbb (default: from the skin tone)")
+    build.add_argument("--seed", type=int, default=0)
+    _add_flame_flag(build)
+    build.set_defaults(handler=_run_avatar_build)
+
+    sheet = head_sub.add_parser(
+        "sheet", help="render an avatar's contact sheet (views, mouth open/closed, expressions)"
+    )
+    sheet.add_argument("--avatar", default=None, help="PLY or GaussianAvatars folder")
+    sheet.add_argument("--out", default="out/avatar_sheet.png", help="PNG to write")
+    sheet.add_argument("--size", type=int, default=512, help="tile size in pixels")
+    sheet.add_argument("--backend", default="auto", choices=("auto", "cpu", "gsplat"))
+    _add_flame_flag(sheet)
+    sheet.set_defaults(handler=_run_avatar_sheet)
+
+    from animator.data.cli import add_data_commands
+
+    add_data_commands(sub)
+
+    train = sub.add_parser(
+        "train",
+        help="train the animator (speech model, fusion blendshapes, emotions, FLAME mapping)",
+        description="Train on a VOCAset-format talking set and a Florence4D-format expression set. "
+        "Runs on several processes with torchrun --nproc_per_node=N (gloo on CPU, NCCL on GPU).",
+    )
+    train.add_argument("--talking", required=True, metavar="DIR", help="VOCAset-format folder")
+    train.add_argument("--expressions", required=True, metavar="DIR", help="expression set folder")
+    train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint folder to write")
+    train.add_argument("--resume", default=None, metavar="CKPT", help="reuse finished stages")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)"
+    )
+    train.add_argument("--stage1-steps", type=int, default=None)
+    train.add_argument("--stage2-steps", type=int, default=None)
+    train.add_argument("--batch", type=int, default=None, help="global batch (all processes)")
+    train.add_argument("--sparsity", type=float, default=None, help="weight of the sparsity loss")
+    train.add_argument("--speech-blendshapes", type=int, default=None, help="K_A")
+    train.add_argument("--expression-blendshapes", type=int, default=None, help="K_E")
+    _add_flame_flag(train)
+    train.set_defaults(handler=_run_train)
+
+    ev = sub.add_parser(
+        "eval", help="evaluate an animator on held-out speakers: LVE, FDD, closure, leak, ..."
+    )
+    ev.add_argument("--checkpoint", default=None, metavar="CKPT", help="default: the bundled one")
+    ev.add_argument("--talking", required=True, metavar="DIR", help="VOCAset-format folder")
+    ev.add_argument("--expressions", required=True, metavar="DIR", help="expression set folder")
+    ev.add_argument(
+        "--ablation", default=None, metavar="CKPT", help="fusion trained without sparsity"
+    )
+    ev.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ev.add_argument("--out", default=None, metavar="MD", help="also write the table to this file")
+    _add_flame_flag(ev)
+    ev.set_defaults(handler=_run_eval)
+
+    anim = sub.add_parser(
+        "animate", help="speech (+ emotions) -> a performance (.npz of FLAME params)"
+    )
+    _add_performance_flags(anim)
+    anim.add_argument("--out", required=True, metavar="PERF.npz", help="performance file to write")
+    anim.add_argument("--vertices", action="store_true", help="also store the head's vertices")
+    anim.set_defaults(handler=_run_animate)
+
+    rend = sub.add_parser("render", help="speech (+ emotions) -> an MP4 of the avatar with sound")
+    _add_performance_flags(rend)
+    rend.add_argument(
+        "--performance", default=None, metavar="PERF.npz", help="use a saved performance"
+    )
+    rend.add_argument(
+        "--avatar", default=None, help="PLY or GaussianAvatars folder (default avatar)"
+    )
+    rend.add_argument("--size", type=int, default=512, help="square video size (default 512)")
+    rend.add_argument("--width", type=int, default=None)
+    rend.add_argument("--height", type=int, default=None)
+    rend.add_argument("--camera", default="front", help="front|three-quarter|side|orbit")
+    rend.add_argument("--background", default="white", help="white|black|grey|#rrggbb|r,g,b")
+    rend.add_argument("--backend", default="auto", choices=("auto", "cpu", "gsplat"))
+    rend.add_argument("--frames", default=None, metavar="DIR", help="also write PNG frames here")
+    rend.add_argument("--out", required=True, metavar="OUT.mp4")
+    rend.set_defaults(handler=_run_render)
+
+    view = sub.add_parser(
+        "view", help="open the avatar in the browser: play speech, move emotions, record, export"
+    )
+    view.add_argument("--audio", default=None, metavar="SPEECH", help="default: bundled sample")
+    view.add_argument("--avatar", default=None, help="PLY or GaussianAvatars folder")
+    view.add_argument("--checkpoint", default=None, metavar="CKPT", help="default: bundled")
+    view.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    view.add_argument("--port", type=int, default=8080)
+    view.add_argument(
+        "--mode", default="image", choices=("image", "splats"),
+        help="image: the server renders frames (any browser); splats: the browser's GPU draws",
+    )  # fmt: skip
+    view.add_argument("--backend", default="auto", choices=("auto", "cpu", "gsplat"))
+    view.add_argument("--fps", type=float, default=25.0, help="target frames per second per tab")
+    view.add_argument("--size", type=int, default=512, help="longest image side when still")
+    _add_flame_flag(view)
+    view.set_defaults(handler=_run_view)
     return parser
 
 
+def _add_performance_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--audio", required=True, metavar="SPEECH", help="wav, flac, mp3 or ogg")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--emotion", action="append", default=[], metavar="LABEL=X",
+        help="emotion and intensity in [0, 1], repeatable: --emotion happy=0.8 --emotion sad=0.2",
+    )  # fmt: skip
+    group.add_argument("--track", default=None, metavar="TRACK.json", help="timed emotion keys")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the idle layer")
+    p.add_argument("--no-idle", action="store_true", help="no blinks, eye or head motion")
+    p.add_argument("--checkpoint", default=None, metavar="CKPT", help="animator (default: bundled)")
+    _add_flame_flag(p)
+
+
+def _performance(args: argparse.Namespace):
+    from animator import Animator
+    from animator.emotion import EmotionTrack, as_track, parse_mix_args
+
+    emotion = (
+        EmotionTrack.load(args.track) if args.track else as_track(parse_mix_args(args.emotion))
+    )
+    anim = Animator.load(args.checkpoint, flame=args.flame)
+    perf = anim.animate(args.audio, emotion, fps=args.fps, idle=not args.no_idle, seed=args.seed)
+    if perf.silent:
+        print(f"{args.audio}: no speech found (silent audio); the mouth stays closed and neutral")
+    return anim, perf
+
+
 def _run_demo(args: argparse.Namespace) -> None:
+    """The embedded defaults end to end: head preview, avatar sheet, and a talking MP4."""
     from pathlib import Path
 
+    from animator import Animator
+    from animator.emotion import EmotionTrack
+    from avatar.builder import load_avatar
     from avatar.flame.preview import write_head_preview
+    from avatar.paths import asset_path
+    from avatar.sheet import write_contact_sheet
+    from viewer.export import export_mp4
 
-    path = write_head_preview(Path(args.out) / "head_preview.png", flame=args.flame)
+    out = Path(args.out)
+    print(f"wrote {write_head_preview(out / 'head_preview.png', flame=args.flame)}")
+    print(f"wrote {write_contact_sheet(out / 'avatar_sheet.png', flame=args.flame)}")
+    anim = Animator.load(flame=args.flame)
+    speech = asset_path("speech", "sample.wav")
+    track = EmotionTrack.load(asset_path("speech", "demo_track.json"))
+    perf = anim.animate(speech, track, fps=30)
+    path = export_mp4(perf, load_avatar(None, anim.head), out / "demo.mp4", head=anim.head)
+    print(f"wrote {path} (the sample speech, neutral -> happy -> sad -> surprised)")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from animator.train import TrainConfig, train
+    from avatar.flame import load_flame
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    overrides = {
+        "seed": args.seed,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "batch": args.batch,
+        "sparsity": args.sparsity,
+        "speech_blendshapes": args.speech_blendshapes,
+        "expression_blendshapes": args.expression_blendshapes,
+    }
+    cfg = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    train(
+        args.talking,
+        args.expressions,
+        args.out,
+        cfg,
+        resume=args.resume,
+        head=load_flame(args.flame),
+    )
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from animator.animator import BUNDLED_ANIMATOR
+    from animator.metrics import evaluate
+    from avatar.flame import load_flame
+
+    checkpoint = args.checkpoint or BUNDLED_ANIMATOR
+    _, table = evaluate(
+        checkpoint,
+        args.talking,
+        args.expressions,
+        ablation=args.ablation,
+        head=load_flame(args.flame),
+        split=args.split,
+    )
+    print(table)
+    if args.out:
+        command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        path = Path(args.out)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"Made by `{command}`.\n\n{table}\n")
+        tmp.replace(path)
+        print(f"wrote {path}")
+
+
+def _run_animate(args: argparse.Namespace) -> None:
+    anim, perf = _performance(args)
+    vertices = anim.head(perf.params) if args.vertices else None
+    path = perf.save(args.out, vertices=vertices)
+    print(
+        f"wrote {path} ({perf.num_frames} frames at {perf.fps:g} fps, {perf.audio.duration:.2f} s)"
+    )
+
+
+def _run_render(args: argparse.Namespace) -> None:
+    from avatar.builder import load_avatar
+    from viewer.export import export_mp4
+
+    if args.performance:
+        from animator.animator import load_performance
+
+        perf, head = load_performance(args.performance, args.audio, flame=args.flame)
+    else:
+        anim, perf = _performance(args)
+        head = anim.head
+    avatar = load_avatar(args.avatar, head)
+    width = args.width or args.size
+    height = args.height or args.size
+    if width % 2 or height % 2:
+        print(
+            f"note: {width}x{height} is padded to even {width + width % 2}x{height + height % 2} for H.264"
+        )
+    path = export_mp4(
+        perf, avatar, args.out, head=head, width=width, height=height, camera=args.camera,
+        background=args.background, backend=args.backend, frames_dir=args.frames,
+    )  # fmt: skip
+    print(f"wrote {path} ({perf.num_frames} frames, {perf.audio.duration:.2f} s with audio)")
+
+
+def _run_view(args: argparse.Namespace) -> None:
+    from viewer.app import ViewerConfig, run_viewer
+
+    run_viewer(
+        ViewerConfig(
+            audio=args.audio, avatar=args.avatar, checkpoint=args.checkpoint, flame=args.flame,
+            host=args.host, port=args.port, mode=args.mode, backend=args.backend,
+            render_fps=args.fps, max_side=args.size,
+        )  # fmt: skip
+    )
+
+
+def _run_avatar_build(args: argparse.Namespace) -> None:
+    from avatar.builder import build_default_avatar, scheme_from_options
+    from avatar.flame import load_flame
+    from avatar.ply import write_ply
+
+    scheme = scheme_from_options(skin=args.skin, hair=args.hair, iris=args.iris, lips=args.lips)
+    avatar = build_default_avatar(
+        load_flame(args.flame), count=args.count, scheme=scheme, seed=args.seed
+    )
+    write_ply(args.out, avatar)
+    print(f"wrote {args.out} ({len(avatar.binding)} Gaussians)")
+
+
+def _run_avatar_sheet(args: argparse.Namespace) -> None:
+    from avatar.sheet import write_contact_sheet
+
+    path = write_contact_sheet(
+        args.out, avatar=args.avatar, flame=args.flame, size=args.size, backend=args.backend
+    )
     print(f"wrote {path}")
 
 

@@ -1,0 +1,222 @@
+"""Export a performance as an MP4 (H.264, yuv420p, AAC audio of the speech) that plays anywhere.
+
+Frames are rendered and streamed to ffmpeg (the binary imageio-ffmpeg ships) one at a time and
+FLAME is evaluated in chunks, so memory stays flat for any clip length. The file is written
+under a temporary name and renamed when complete: an error or Ctrl-C leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animator.animator import Performance
+from avatar.binding import GaussianAvatar
+from avatar.camera import Camera
+from avatar.errors import TalkingAvatarError
+from avatar.flame import FlameModel
+from avatar.render import render
+from avatar.sheet import head_camera
+
+CAMERAS = ("front", "three-quarter", "side", "orbit")
+NAMED_COLOURS = {
+    "white": (1.0, 1.0, 1.0),
+    "black": (0.0, 0.0, 0.0),
+    "grey": (0.5, 0.5, 0.5),
+    "gray": (0.5, 0.5, 0.5),
+}
+
+
+def parse_colour(text: str | Sequence[float]) -> tuple[float, float, float]:
+    """A background colour from a name, `#rrggbb`, or `r,g,b` in [0, 1]."""
+    if not isinstance(text, str):
+        values = tuple(float(x) for x in text)
+    elif text.lower() in NAMED_COLOURS:
+        return NAMED_COLOURS[text.lower()]
+    elif text.startswith("#") and len(text) == 7:
+        try:
+            return tuple(int(text[i : i + 2], 16) / 255.0 for i in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            values = ()
+    else:
+        try:
+            values = tuple(float(x) for x in text.split(","))
+        except ValueError:
+            values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise TalkingAvatarError(
+            f"background {text!r} is not a colour; use white, black, grey, #rrggbb or r,g,b in [0, 1]"
+        )
+    return values  # type: ignore[return-value]
+
+
+def camera_for_frame(kind: str, frame: int, fps: float, width: int, height: int) -> Camera:
+    """The camera of a frame: a fixed view, or a slow orbit (+-35 degrees, 8 s period)."""
+    if kind == "orbit":
+        return head_camera(35.0 * math.sin(2 * math.pi * frame / fps / 8.0), width, height)
+    return head_camera(kind, width, height)
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """H.264 in yuv420p needs even sizes: odd ones are padded by one pixel (never cropped)."""
+    for name, v in (("width", width), ("height", height)):
+        if not 16 <= v <= 4096:
+            raise TalkingAvatarError(f"video {name} {v} is out of range; use 16 to 4096 pixels")
+    return width + width % 2, height + height % 2
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise TalkingAvatarError(f"{path} is a folder; give the MP4 a file name")
+    if not folder.exists():
+        raise TalkingAvatarError(
+            f"folder {folder} does not exist; create it or choose another --out"
+        )
+    if not os.access(folder, os.W_OK):
+        raise TalkingAvatarError(
+            f"cannot write to {folder}: permission denied; choose another --out"
+        )
+
+
+def export_mp4(
+    performance: Performance,
+    avatar: GaussianAvatar,
+    path: str | Path,
+    *,
+    head: FlameModel,
+    width: int = 512,
+    height: int = 512,
+    camera: str = "front",
+    background: str | Sequence[float] = "white",
+    backend: str = "auto",
+    frames_dir: str | Path | None = None,
+    chunk: int = 64,
+    progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Render a performance with an avatar to an MP4 with the speech as AAC audio.
+
+    Args:
+        performance: from `Animator.animate` (FLAME parameters per frame, fps, audio).
+        avatar: Gaussians bound to `head`'s triangles.
+        path: the .mp4 to write (replaced atomically when complete).
+        width, height: video size in pixels (odd sizes are padded by one pixel).
+        camera: front, three-quarter, side, or orbit.
+        background: a colour name, #rrggbb or r,g,b.
+        backend: renderer backend (auto, cpu, gsplat).
+        frames_dir: also write every frame as PNG here.
+        on_progress: called with (frames done, total) after each frame.
+    """
+    import imageio.v3 as iio
+    import imageio_ffmpeg
+    import soundfile as sf
+    from tqdm import tqdm
+
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise TalkingAvatarError(f"{path}: the output must be an .mp4 file")
+    if camera not in CAMERAS:
+        raise TalkingAvatarError(f"unknown camera '{camera}'; choose from {', '.join(CAMERAS)}")
+    _check_writable(path)
+    w_even, h_even = even_size(width, height)
+    bg = parse_colour(background)
+    frames = Path(frames_dir) if frames_dir is not None else None
+    if frames is not None:
+        frames.mkdir(parents=True, exist_ok=True)
+    total = performance.num_frames
+    fps = performance.fps
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    with tempfile.TemporaryDirectory() as scratch:
+        wav = Path(scratch) / "speech.wav"
+        sf.write(wav, performance.audio.samples, 16_000, subtype="PCM_16")
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp),
+            (w_even, h_even),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            quality=8,
+            macro_block_size=1,
+            audio_path=str(wav),
+            audio_codec="aac",
+            output_params=["-movflags", "+faststart"],
+            ffmpeg_log_level="error",
+        )
+        try:
+            writer.send(None)
+            bar = tqdm(total=total, desc="export", unit="frame", disable=not progress)
+            with torch.no_grad():
+                for start in range(0, total, chunk):
+                    verts = head(performance.params.slice(start, min(total, start + chunk)))
+                    for i, v in enumerate(verts):
+                        frame = start + i
+                        cam = camera_for_frame(camera, frame, fps, width, height)
+                        out = render(avatar.pose(v), cam, backend=backend, background=bg)
+                        image = (out.color.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+                        if (w_even, h_even) != (width, height):
+                            padded = np.empty((h_even, w_even, 3), dtype=np.uint8)
+                            padded[:] = (np.array(bg) * 255 + 0.5).astype(np.uint8)
+                            padded[:height, :width] = image
+                            image = padded
+                        writer.send(np.ascontiguousarray(image))
+                        if frames is not None:
+                            iio.imwrite(frames / f"{frame:06d}.png", image)
+                        bar.update(1)
+                        if on_progress is not None:
+                            on_progress(frame + 1, total)
+            bar.close()
+            writer.close()
+            tmp.replace(path)
+        except BaseException:
+            writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    return path
+
+
+def read_video_info(path: str | Path) -> dict:
+    """Frame count, fps, size, duration and whether there is an audio stream (via ffmpeg)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    proc = subprocess.run(
+        [exe, "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    )
+    text = proc.stderr
+    info: dict = {"audio": " Audio: " in text, "audio_codec": None, "video_codec": None}
+    in_output = False  # after "Output", stream lines describe ffmpeg's null output, not the file
+    for line in text.splitlines():
+        line = line.strip()
+        in_output = in_output or line.startswith("Output")
+        if line.startswith("Stream") and " Video: " in line and not in_output:
+            info["video_codec"] = line.split(" Video: ")[1].split()[0]
+            for part in line.split(","):
+                part = part.strip()
+                if "x" in part.split(" ")[0] and part.split(" ")[0].replace("x", "").isdigit():
+                    w, h = part.split(" ")[0].split("x")
+                    info["width"], info["height"] = int(w), int(h)
+                if part.endswith(" fps"):
+                    info["fps"] = float(part.split()[0])
+            info["pix_fmt"] = "yuv420p" if "yuv420p" in line else None
+        if line.startswith("Stream") and " Audio: " in line and not in_output:
+            info["audio_codec"] = line.split(" Audio: ")[1].split()[0].rstrip(",")
+        if line.startswith("Duration:"):
+            hms = line.split()[1].rstrip(",")
+            h, m, s = hms.split(":")
+            info["duration"] = int(h) * 3600 + int(m) * 60 + float(s)
+        if line.startswith("frame="):
+            info["frames"] = int(line.split("frame=")[1].split()[0])
+    return info
