@@ -33,6 +33,7 @@ from animator.models import (
 )
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameModel, FlameParams, load_flame
+from avatar.flame.params import read_npz
 from avatar.paths import ASSETS_DIR
 
 BUNDLED_ANIMATOR = ASSETS_DIR / "animator"
@@ -94,15 +95,7 @@ def load_performance(
     """A performance saved by `Performance.save`, with its speech, for the head it drives."""
     import json
 
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise TalkingAvatarError(
-            f"performance {path} does not exist; write one with `talking-avatar animate`"
-        ) from None
-    except (OSError, ValueError, EOFError) as err:
-        raise TalkingAvatarError(f"{path} is not a readable performance .npz ({err})") from None
+    arrays = read_npz(path, what="performance", hint="write one with `talking-avatar animate`")
     missing = [k for k in ("fps", "audio_duration", "emotion_track") if k not in arrays]
     if missing:
         raise TalkingAvatarError(

@@ -12,6 +12,7 @@ from avatar.binding import GaussianAvatar
 from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame.model import FlameModel
+from avatar.flame.preview import labelled_sheet
 from avatar.render import render
 
 #: Where the default framing looks (metres, head frame): a little below the eyes.
@@ -52,8 +53,6 @@ def contact_sheet(
 ) -> np.ndarray:
     """An image `[H, W, 3]` uint8: front / three-quarter / side, mouth closed and open, and a
     few expressions when the head has face units."""
-    from PIL import Image, ImageDraw
-
     shots: list[tuple[str, object, str]] = []
     closed = model.neutral_params(1)
     opened = _face_unit_params(model, {}, jaw=0.3)
@@ -74,20 +73,13 @@ def contact_sheet(
                     "three-quarter" if label == "frown" else "front",
                 )
             )
-    cols = 3
-    rows = math.ceil(len(shots) / cols)
-    label_h = 22
-    sheet = Image.new("RGB", (cols * size, rows * (size + label_h)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
+    tiles = []
     with torch.no_grad():
-        for i, (label, params, view) in enumerate(shots):
+        for _, params, view in shots:
             gaussians = avatar.pose(model(params)[0])
             out = render(gaussians, head_camera(view, size, size), backend=backend)
-            tile = (out.color.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
-            x, y = (i % cols) * size, (i // cols) * (size + label_h)
-            sheet.paste(Image.fromarray(tile), (x, y))
-            draw.text((x + 8, y + size + 4), label, fill=(0, 0, 0))
-    return np.asarray(sheet)
+            tiles.append((out.color.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
+    return labelled_sheet(tiles, [label for label, _, _ in shots], columns=3)
 
 
 def write_contact_sheet(

@@ -1,7 +1,8 @@
 """Animator speed on CPU: seconds of audio animated per second of compute, and peak memory,
 for a 10 s and a 10 min clip (the bundled sample speech, repeated). Prints; asserts nothing.
 
-Run: `.venv/bin/python benchmarks/animator.py [--checkpoint CKPT] [--threads N]`.
+Run from the repository root: `.venv/bin/python -m benchmarks.animator [--checkpoint CKPT]
+[--threads N]` (as a module: a script named animator.py would shadow the package).
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ def main() -> None:
         t1 = time.perf_counter()
         perf = anim.animate(audio, emotion={"happy": 0.5})
         t2 = time.perf_counter()
+        rss_animate = peak_rss_mib()
         verts = anim.head(perf.params)
         t3 = time.perf_counter()
         total = t2 - t0 - (t1 - t0)  # animate() computes its own features; t1 - t0 is a share of it
         print(
             f"{seconds:4d} s clip: animate {t2 - t1:.2f} s -> {seconds / (t2 - t1):.0f}x real time "
             f"(log-mel alone {t1 - t0:.2f} s); FLAME vertices for {perf.num_frames} frames "
-            f"{t3 - t2:.2f} s; peak RSS {peak_rss_mib():.0f} MiB (was {rss0:.0f})"
+            f"{t3 - t2:.2f} s; peak RSS {rss0:.0f} -> {rss_animate:.0f} MiB after animate, "
+            f"{peak_rss_mib():.0f} MiB with all vertices in memory"
         )
         del verts, mel, total
 

@@ -144,13 +144,16 @@ class FlameParams:
 
     @classmethod
     def load_npz(cls, path: str | Path) -> FlameParams:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except FileNotFoundError:
-            raise TalkingAvatarError(
-                f"{path} does not exist; pass an existing flame_param.npz"
-            ) from None
-        except (OSError, ValueError) as err:
-            raise TalkingAvatarError(f"{path} is not a readable .npz file ({err})") from None
+        arrays = read_npz(path, what="flame_param.npz", hint="pass an existing flame_param.npz")
         return cls.from_arrays(arrays, source=str(path))
+
+
+def read_npz(path: str | Path, *, what: str, hint: str) -> dict[str, np.ndarray]:
+    """All arrays of an .npz (no pickles), with one clear error for a missing or bad file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise TalkingAvatarError(f"{what} {path} does not exist; {hint}") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise TalkingAvatarError(f"{path} is not a readable {what} ({err}); {hint}") from None

@@ -138,8 +138,6 @@ def region_colours(model, num_vertices: int) -> np.ndarray:
 
 def head_preview(model, *, tile: int = 256) -> np.ndarray:
     """A labelled sheet `[H, W, 3]` uint8: neutral, jaw open, smile, and an expression sweep."""
-    from PIL import Image, ImageDraw
-
     frames: list[tuple[str, object, float]] = []
     neutral = model.neutral_params(1)
     frames.append(("neutral", neutral, 0.0))
@@ -168,18 +166,29 @@ def head_preview(model, *, tile: int = 256) -> np.ndarray:
             frames.append((f"expr[{k}] = {2.0 * sign:+.0f}", p, 0.0))
     faces = model.faces.cpu().numpy()
     colours = region_colours(model, model.num_vertices)
-    cols = 4
-    rows = math.ceil(len(frames) / cols)
-    label_h = 18
-    sheet = Image.new("RGB", (cols * tile, rows * (tile + label_h)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
+    tiles = []
     with torch.no_grad():
-        for i, (label, params, yaw) in enumerate(frames):
+        for _, params, yaw in frames:
             verts = model(params)[0].cpu().numpy()
             img = render_mesh(verts, faces, colours, size=tile, yaw_deg=yaw)
-            x, y = (i % cols) * tile, (i // cols) * (tile + label_h)
-            sheet.paste(Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)), (x, y))
-            draw.text((x + 6, y + tile + 3), label, fill=(0, 0, 0))
+            tiles.append((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    return labelled_sheet(tiles, [label for label, _, _ in frames], columns=4)
+
+
+def labelled_sheet(
+    tiles: list[np.ndarray], labels: list[str], *, columns: int, label_height: int = 20
+) -> np.ndarray:
+    """Equal-sized uint8 tiles `[h, w, 3]` in a grid, each with its label underneath."""
+    from PIL import Image, ImageDraw
+
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / columns)
+    sheet = Image.new("RGB", (columns * w, rows * (h + label_height)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        x, y = (i % columns) * w, (i // columns) * (h + label_height)
+        sheet.paste(Image.fromarray(tile), (x, y))
+        draw.text((x + 6, y + h + 3), label, fill=(0, 0, 0))
     return np.asarray(sheet)
 
 
