@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/raster.py             # 30k and 100k at 256, 512, 1024 px
     .venv/bin/python benchmarks/raster.py --quick     # 512 px only
-    .venv/bin/python benchmarks/raster.py --ply PATH  # a real avatar instead of the synthetic head
+    .venv/bin/python benchmarks/raster.py --ply PATH  # another avatar than the default one
+    .venv/bin/python benchmarks/raster.py --synthetic  # also the note's synthetic 30k/100k heads
 
 Per configuration: median ms per frame over >= 20 frames after warm-up, with the configurations
 interleaved over several rounds (the machine may be shared: the load average is printed), the
@@ -78,28 +79,35 @@ def make_scene(n: int, seed: int = 0) -> Gaussians:
     )
 
 
-def head_camera(size: int) -> Camera:
-    """The benchmark view: 0.6 m in front of the head, vertical fov 20 degrees, square image."""
+def synthetic_camera(size: int) -> Camera:
+    """The note's view of the synthetic head: 0.6 m in front, vertical fov 20 degrees."""
     return Camera.orbit(
         (0.0, 0.0, 0.0), 0.6, 0.0, 0.0, fov_y=math.radians(20), width=size, height=size
     )
 
 
-def load_ply_scene(path: str) -> Gaussians:
-    """Gaussians from a 3DGS PLY (the hook for the real default avatar).
+def camera_for(scene: str, size: int) -> Camera:
+    """Avatars are framed as the product frames them (avatar.sheet), front view."""
+    if scene.endswith("k"):
+        return synthetic_camera(size)
+    from avatar.sheet import head_camera
 
-    A PLY with a triangle binding (GaussianAvatars) loads as a `GaussianAvatar`, which still
-    needs posing on the head mesh: `avatar.pose(vertices)`; plug the default head's neutral
-    vertices in here once the asset exists.
-    """
+    return head_camera("front", size, size)
+
+
+def load_ply_scene(path: str | None) -> Gaussians:
+    """Gaussians from a 3DGS PLY; a triangle-bound avatar (the default one when path is None)
+    is posed on the bundled head's neutral mesh."""
+    from avatar.builder import load_avatar
+    from avatar.flame import load_flame
     from avatar.ply import read_ply
 
-    loaded = read_ply(path)
-    if not isinstance(loaded, Gaussians):
-        raise SystemExit(
-            f"{path} holds a triangle-bound avatar; pose it first (GaussianAvatar.pose(vertices))"
-        )
-    return loaded
+    if path is not None:
+        loaded = read_ply(path)
+        if isinstance(loaded, Gaussians):
+            return loaded
+    head = load_flame()
+    return load_avatar(path, head).pose(head.v_template)
 
 
 def cpu_idle_fraction(seconds: float = 0.5) -> float | None:
@@ -146,11 +154,11 @@ def _render(scene: Gaussians, camera: Camera, culling: bool) -> cpu_raster.Raste
     )
 
 
-def reference_ms_per_pixel(scene: Gaussians, size: int) -> float:
+def reference_ms_per_pixel(scene: Gaussians, name: str, size: int) -> float:
     """Time of the float64 brute-force reference at `size` px square, per pixel (ms)."""
     from tests.raster_reference import render_reference
 
-    camera = head_camera(size)
+    camera = camera_for(name, size)
     start = time.perf_counter()
     render_reference(
         scene.means,
@@ -170,7 +178,10 @@ def reference_ms_per_pixel(scene: Gaussians, size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ply", help="a 3DGS PLY to draw instead of the synthetic head")
+    parser.add_argument("--ply", help="a 3DGS or avatar PLY instead of the default avatar")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="also the 30k/100k synthetic heads"
+    )
     parser.add_argument("--quick", action="store_true", help="512 px only")
     parser.add_argument("--frames", type=int, default=24, help="timed frames per configuration")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
@@ -184,10 +195,10 @@ def main() -> None:
     args = parser.parse_args()
 
     sizes = (512,) if args.quick else (256, 512, 1024)
-    if args.ply:
-        scenes = {os.path.basename(args.ply): load_ply_scene(args.ply)}
-    else:
-        scenes = {f"{n // 1000}k": make_scene(n, seed=0) for n in (30_000, 100_000)}
+    name = os.path.basename(args.ply) if args.ply else "default avatar"
+    scenes = {name: load_ply_scene(args.ply)}
+    if args.synthetic:
+        scenes.update({f"{n // 1000}k": make_scene(n, seed=0) for n in (30_000, 100_000)})
     configs = [
         (name, size, culling) for name in scenes for size in sizes for culling in (False, True)
     ]
@@ -198,7 +209,7 @@ def main() -> None:
     start = time.perf_counter()
     for name, size, culling in configs:  # compile (or load the cache) and warm up
         for _ in range(2):
-            _render(scenes[name], head_camera(size), culling)
+            _render(scenes[name], camera_for(name, size), culling)
     print(f"warm-up incl. numba compile/cache load: {time.perf_counter() - start:.1f} s")
 
     times: dict[tuple, list[float]] = {c: [] for c in configs}
@@ -210,7 +221,7 @@ def main() -> None:
         for config in configs:
             quiet_batches += args.quiet_wait > 0 and wait_until_quiet(args.quiet_wait)
             name, size, culling = config
-            camera = head_camera(size)
+            camera = camera_for(name, size)
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 out = _render(scenes[name], camera, culling)
@@ -227,7 +238,7 @@ def main() -> None:
     for name, scene in scenes.items():
         if args.quiet_wait > 0:
             wait_until_quiet(args.quiet_wait)
-        ref_ms_px[name] = reference_ms_per_pixel(scene, ref_size)
+        ref_ms_px[name] = reference_ms_per_pixel(scene, name, ref_size)
     print(
         f"reference (float64 brute force) at {ref_size}x{ref_size}: "
         + ", ".join(f"{n}: {v * ref_size**2 / 1e3:.1f} s" for n, v in ref_ms_px.items())
