@@ -14,9 +14,13 @@ from avatar.errors import TalkingAvatarError
 def test_mix_parsing_and_validation() -> None:
     assert parse_mix_args(["happy=0.8", "sad=0.2"]) == {"happy": 0.8, "sad": 0.2}
     assert check_mix({"neutral": 1.0, "Angry": 0.5}) == {"angry": 0.5}
-    with pytest.raises(TalkingAvatarError, match="unknown emotion 'joyful'; choose from neutral, happy"):
+    with pytest.raises(
+        TalkingAvatarError, match="unknown emotion 'joyful'; choose from neutral, happy"
+    ):
         check_mix({"joyful": 0.5})
-    with pytest.raises(TalkingAvatarError, match=r"intensity of 'happy' is 1.5; it must be in \[0, 1\]"):
+    with pytest.raises(
+        TalkingAvatarError, match=r"intensity of 'happy' is 1.5; it must be in \[0, 1\]"
+    ):
         check_mix({"happy": 1.5})
     with pytest.raises(TalkingAvatarError, match="must be a number"):
         check_mix({"happy": "lots"})
@@ -47,12 +51,15 @@ def test_track_hits_keys_exactly_and_is_smooth() -> None:
 @pytest.mark.parametrize(
     ("keys", "match"),
     [
-        ([{"t": 1.0, "mix": {}}, {"t": 0.5, "mix": {}}], "key 1: field \"t\" = 0.5 is not after key 0"),
-        ([{"mix": {}}], "key 0 lacks field \"t\""),
-        ([{"t": 0}], "key 0 lacks field \"mix\""),
+        (
+            [{"t": 1.0, "mix": {}}, {"t": 0.5, "mix": {}}],
+            'key 1: field "t" = 0.5 is not after key 0',
+        ),
+        ([{"mix": {}}], 'key 0 lacks field "t"'),
+        ([{"t": 0}], 'key 0 lacks field "mix"'),
         ([{"t": 0, "mix": {"happy": 2}}], "key 0, field \"mix\": intensity of 'happy' is 2"),
         ([{"t": 0, "mix": {"hapy": 0.5}}], "key 0, field \"mix\": unknown emotion 'hapy'"),
-        ([{"t": "soon", "mix": {}}], "key 0: field \"t\" must be a number"),
+        ([{"t": "soon", "mix": {}}], 'key 0: field "t" must be a number'),
         ([{"t": 0, "mix": {}, "ease": "x"}], "key 0 has unknown field"),
         ([], "non-empty list"),
     ],
@@ -66,7 +73,7 @@ def test_track_file_round_trip_and_bad_json(tmp_path) -> None:
     track = EmotionTrack.from_list([{"t": 0, "mix": {"happy": 0.5}}, {"t": 2, "mix": {"angry": 1}}])
     track.save(tmp_path / "t.json")
     assert EmotionTrack.load(tmp_path / "t.json") == track
-    (tmp_path / "bad.json").write_text("[{\"t\": 0,")
+    (tmp_path / "bad.json").write_text('[{"t": 0,')
     with pytest.raises(TalkingAvatarError, match="not valid JSON"):
         EmotionTrack.load(tmp_path / "bad.json")
     assert json.loads((tmp_path / "t.json").read_text())[1]["mix"] == {"angry": 1.0}

@@ -35,6 +35,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main job on the embedded defaults")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
+    demo.add_argument(
+        "--no-view", action="store_true", help="write the pictures and the MP4, then stop"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the viewer's port (default 8080)")
     _add_flame_flag(demo)
     demo.set_defaults(handler=_run_demo)
 
@@ -202,7 +206,8 @@ def _performance(args: argparse.Namespace):
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    """The embedded defaults end to end: head preview, avatar sheet, and a talking MP4."""
+    """The embedded defaults end to end: head preview, avatar sheet, a talking MP4, and then
+    the browser viewer (unless --no-view)."""
     from pathlib import Path
 
     from animator import Animator
@@ -213,6 +218,10 @@ def _run_demo(args: argparse.Namespace) -> None:
     from avatar.sheet import write_contact_sheet
     from viewer.export import export_mp4
 
+    if not args.no_view:  # a busy port should stop us now, not after the renders
+        from viewer.app import check_port_free
+
+        check_port_free("127.0.0.1", args.port)
     out = Path(args.out)
     print(f"wrote {write_head_preview(out / 'head_preview.png', flame=args.flame)}")
     print(f"wrote {write_contact_sheet(out / 'avatar_sheet.png', flame=args.flame)}")
@@ -222,6 +231,10 @@ def _run_demo(args: argparse.Namespace) -> None:
     perf = anim.animate(speech, track, fps=30)
     path = export_mp4(perf, load_avatar(None, anim.head), out / "demo.mp4", head=anim.head)
     print(f"wrote {path} (the sample speech, neutral -> happy -> sad -> surprised)")
+    if not args.no_view:
+        from viewer.app import ViewerConfig, run_viewer
+
+        run_viewer(ViewerConfig(flame=args.flame, port=args.port))
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -319,13 +332,12 @@ def _run_render(args: argparse.Namespace) -> None:
 def _run_view(args: argparse.Namespace) -> None:
     from viewer.app import ViewerConfig, run_viewer
 
-    run_viewer(
-        ViewerConfig(
-            audio=args.audio, avatar=args.avatar, checkpoint=args.checkpoint, flame=args.flame,
-            host=args.host, port=args.port, mode=args.mode, backend=args.backend,
-            render_fps=args.fps, max_side=args.size,
-        )  # fmt: skip
-    )
+    config = ViewerConfig(
+        audio=args.audio, avatar=args.avatar, checkpoint=args.checkpoint, flame=args.flame,
+        host=args.host, port=args.port, mode=args.mode, backend=args.backend,
+        render_fps=args.fps, max_side=args.size,
+    )  # fmt: skip
+    run_viewer(config)
 
 
 def _run_avatar_build(args: argparse.Namespace) -> None:

@@ -1,0 +1,934 @@
+"""The browser viewer: a viser server where each person plays the avatar with sound, moves emotion
+sliders, records an emotion track, uploads speech and exports an MP4.
+
+    app = ViewerApp(ViewerConfig(audio="speech.wav"))
+    print(app.start())          # the URL; binds 127.0.0.1 unless told otherwise
+    app.wait()                  # until Ctrl-C
+
+One `ClientSession` per browser tab: its own camera, controls, audio clock (`viewer.playback`)
+and ONE paced render thread. Each frame, the session reads the clip's speech weights w_A at the
+audio time (as the page reports it, extrapolated, plus a lead for the frame's trip to the
+screen), the emotion weights w_E of the sliders or the recorded track, maps them to FLAME, adds
+the idle layer, poses the Gaussians and either renders them on the server at the browser's
+camera (`mode="image"`, sent as a JPEG background) or sends the posed Gaussians for the
+browser's GPU to draw (`mode="splats"`). Importing this module starts nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import viser
+
+from animator.animator import Animator, Performance
+from animator.audio import SAMPLE_RATE, Audio, load_audio
+from animator.emotion import EMOTIONS, EmotionTrack
+from animator.idle import add_idle
+from avatar.binding import GaussianAvatar
+from avatar.camera import Camera, quat_to_matrix
+from avatar.errors import TalkingAvatarError
+from avatar.gaussians import SH_C0, Gaussians
+from avatar.render import render
+from avatar.sheet import HEAD_FOV_Y, HEAD_TARGET, head_camera
+from viewer import gui as gui_layout
+from viewer.playback import AudioClock, ClockReport, audio_element_js, command_js, wav_bytes
+
+MODES = ("image", "splats")
+#: Uploads: what we accept and how much (checked on the server, whatever the page claims).
+UPLOAD_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_UPLOAD_SECONDS = 600.0
+#: After the last camera message, the camera counts as moving for this long (seconds): frames
+#: are rendered small meanwhile, then once at full size.
+CAMERA_REST_S = 0.25
+#: How often the timeline slider and the plot's playhead follow playback (seconds).
+GUI_FOLLOW_S = 0.25
+
+
+@dataclass
+class ViewerConfig:
+    """What `talking-avatar view` serves.
+
+    Attributes:
+        audio: speech to start with (default: the bundled sample).
+        avatar: PLY or GaussianAvatars folder (default: the bundled avatar).
+        checkpoint: animator checkpoint folder (default: the bundled one).
+        flame: FLAME-format head model (default: $TALKING_AVATAR_FLAME, else the bundled head).
+        host, port: where to listen; 127.0.0.1 keeps the viewer on this machine.
+        mode: "image" (server renders JPEG frames) or "splats" (the browser draws the Gaussians).
+        render_fps: target frames per second of each client's render loop.
+        anim_fps: frame rate of the animation (speech weights are sampled at it).
+        max_side: frames have about max_side^2 pixels when the camera rests (max_side x
+            max_side on a square canvas), shaped like the browser's canvas.
+        moving_side: the same while the camera moves.
+        lead_s: render the audio time this far ahead (seconds): a frame takes about this long
+            from the server to the screen (measured in shared/notes/viser.md).
+        jpeg_quality: JPEG quality of the frames (1-100).
+        seed: seed of the idle layer.
+        backend: renderer backend (auto, cpu, gsplat).
+    """
+
+    audio: str | Path | None = None
+    avatar: str | Path | None = None
+    checkpoint: str | Path | None = None
+    flame: str | Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mode: str = "image"
+    render_fps: float = 25.0
+    anim_fps: float = 30.0
+    max_side: int = 512
+    moving_side: int = 256
+    lead_s: float = 0.09
+    jpeg_quality: int = 85
+    seed: int = 0
+    backend: str = "auto"
+
+
+@dataclass
+class Clip:
+    """A speech clip ready to play: its audio, w_A once, and the idle layers (lazily).
+
+    Attributes:
+        name: shown in the page. audio: 16 kHz mono. fps: animation frame rate.
+        speech_weights: w_A `[T, K_A]`. wav: the audio as a WAV file, for the page.
+    """
+
+    name: str
+    audio: Audio
+    fps: float
+    speech_weights: torch.Tensor  # [T, K_A]
+    wav: bytes
+    _idle: dict[tuple[bool, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, repr=False
+    )
+    _idle_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return self.speech_weights.shape[0]
+
+    @property
+    def duration(self) -> float:
+        return self.audio.duration
+
+    def frame_index(self, media_time: float) -> int:
+        """The animation frame shown at a media time (seconds): frame i shows i / fps."""
+        return int(min(max(math.floor(media_time * self.fps + 0.5), 0), self.num_frames - 1))
+
+    def idle_offsets(
+        self, animator: Animator, *, blinks: bool, head_motion: bool, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the idle layer adds per frame: expr `[T, E]`, eyes_pose `[T, 6]`, neck `[T, 3]`.
+
+        Computed once per toggle combination for the whole clip (add_idle adds to a neutral
+        performance, so the offsets are exact whatever the emotion)."""
+        key = (blinks, head_motion)
+        with self._idle_lock:
+            if key not in self._idle:
+                head = animator.head
+                neutral = head.neutral_params(self.num_frames)
+                idle = add_idle(
+                    neutral, head, self.fps, seed=seed, blinks=blinks, head_motion=head_motion
+                )
+                self._idle[key] = (
+                    idle.expr - neutral.expr,
+                    idle.eyes_pose - neutral.eyes_pose,
+                    idle.neck_pose - neutral.neck_pose,
+                )
+            return self._idle[key]
+
+
+def make_clip(animator: Animator, audio: Audio, *, name: str, fps: float) -> Clip:
+    """Analyse speech once: w_A for every frame (the slow part, ~0.2 s per 1 s of audio on CPU)."""
+    w_a = animator.speech_weights(audio, fps=fps)
+    return Clip(name=name, audio=audio, fps=fps, speech_weights=w_a,
+                wav=wav_bytes(audio.samples, SAMPLE_RATE))  # fmt: skip
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise a one-line error when something already listens on host:port.
+
+    viser would otherwise move to the next free port without a word, and the URL a person
+    bookmarked would silently reach another program.
+    """
+    if not 0 <= port <= 65535:
+        raise TalkingAvatarError(f"port {port} is out of range; use 1 to 65535 (0: any free one)")
+    if port == 0:
+        return  # the system picks a free port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Same option the server sets: a port in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise TalkingAvatarError(
+                f"port {port} on {host} is not available ({err.strerror}); "
+                "pass another --port or stop the program using it"
+            ) from None
+
+
+def gaussians_to_splats(
+    gaussians: Gaussians,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """viser's splat arrays from posed Gaussians: centres `[N, 3]`, covariances `[N, 3, 3]`
+    (R diag(s^2) R^T, metres^2), RGB `[N, 3]` in [0, 1] (SH degree 0 only: viser's splats
+    are view-independent) and opacities `[N, 1]`; float32."""
+    rot = quat_to_matrix(gaussians.quats)  # [N, 3, 3]
+    scaled = rot * gaussians.scales[:, None, :]  # [N, 3, 3]: columns scaled by s
+    cov = scaled @ scaled.transpose(1, 2)  # [N, 3, 3]
+    rgb = (gaussians.sh[:, 0] * SH_C0 + 0.5).clamp(0.0, 1.0)  # [N, 3]
+    return (
+        gaussians.means.numpy().astype(np.float32),
+        cov.numpy().astype(np.float32),
+        rgb.numpy().astype(np.float32),
+        gaussians.opacities[:, None].numpy().astype(np.float32),
+    )
+
+
+def image_size(aspect: float, side: int) -> tuple[int, int]:
+    """(width, height) of a frame with the canvas's aspect (width / height) and about side^2
+    pixels: the render cost of a side x side square, spent on the canvas's shape (a wide
+    canvas gets a wide frame, not a narrow one stretched)."""
+    aspect = aspect if math.isfinite(aspect) and aspect > 0 else 1.0
+    aspect = min(max(aspect, 0.25), 4.0)
+    height = side / math.sqrt(aspect)
+    return max(16, round(height * aspect)), max(16, round(height))
+
+
+class _Cancelled(Exception):
+    """The client left while its export ran."""
+
+
+class ClientSession:
+    """One browser tab: its controls, audio clock, render loop, recording and export.
+
+    Thread model: viser calls the callbacks on its thread pool; the render loop runs on its own
+    thread and reads the state under `_lock`; `_wake` tells it that something changed.
+    """
+
+    def __init__(self, app: ViewerApp, client: viser.ClientHandle) -> None:
+        self.app = app
+        self.client = client
+        self.config = app.config
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self.clip = app.default_clip
+        self.clock = AudioClock(self.clip.duration, loop=True)
+        self.mix: dict[str, float] = {}
+        self.blinks = True
+        self.head_motion = True
+        self.view = "front"
+        self.background = (1.0, 1.0, 1.0)
+        self.track_keys: dict[float, dict[str, float]] = {}
+        self.exporting = False
+        self.last_camera_update = 0.0
+        self._full_res_pending = False
+        self._changed_at: float | None = None
+        self._started = False
+        #: Frame statistics for benchmarks: (monotonic time flushed, media time shown).
+        self.frame_log: list[tuple[float, float]] = []
+        #: Seconds from a control change to the first frame that shows it leaving the server.
+        self.change_latencies: list[float] = []
+        #: The last image sent `[H, W, 3]` uint8 (image mode) and how many frames were sent.
+        self.last_image: np.ndarray | None = None
+        self.frames_sent = 0
+        self._frame_cond = threading.Condition()
+        self._splats: viser.GaussianSplatHandle | None = None
+        #: The bytes of the last MP4 exported (also offered to the page for download).
+        self.last_export: bytes | None = None
+
+        self.controls = gui_layout.build_controls(
+            client, duration=self.clip.duration, clip_name=self.clip.name
+        )
+        self._setup_scene()
+        self._wire()
+        self._send_audio()
+        self._update_plot()
+        self._thread = threading.Thread(
+            target=self._render_loop, name=f"viewer-render-{client.client_id}", daemon=True
+        )
+        self._thread.start()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _setup_scene(self) -> None:
+        client = self.client
+        self.set_view("front")
+        if self.config.mode == "splats":
+            means, cov, rgb, opacity = gaussians_to_splats(self._pose(0.0))
+            self._splats = client.scene.add_gaussian_splats(
+                "/avatar", centers=means, covariances=cov, rgbs=rgb, opacities=opacity
+            )
+            self._send_solid_background()
+
+    def _wire(self) -> None:
+        c = self.controls
+        c.start.on_click(lambda _: self._on_start())
+        c.play.on_click(lambda _: self.toggle_play())
+        c.timeline.on_update(self._on_timeline)
+        c.loop.on_update(lambda _: self._command(self.clock.set_loop(c.loop.value)))
+        c.speed.on_update(lambda _: self._command(self.clock.set_rate(float(c.speed.value))))
+        for slider in c.emotions.values():
+            slider.on_update(lambda _: self._on_emotion())
+        c.presets.on_click(lambda _: self.apply_mix(gui_layout.PRESETS[c.presets.value]))
+        c.reset.on_click(lambda _: self.apply_mix({}))
+        c.blinks.on_update(lambda _: self._on_idle())
+        c.head_motion.on_update(lambda _: self._on_idle())
+        c.views.on_click(lambda _: self.set_view(c.views.value))
+        c.background.on_update(lambda _: self._on_background())
+        c.record.on_update(lambda _: self._on_record())
+        c.follow_track.on_update(lambda _: self._changed())
+        c.save_track.on_click(lambda _: self.save_track())
+        c.clear_track.on_click(lambda _: self._clear_track())
+        c.upload.on_upload(lambda _: self._on_upload())
+        c.export.on_click(lambda _: self.start_export())
+        c.clock_report.on_update(self._on_clock_report)
+        self.client.camera.on_update(lambda _: self._on_camera())
+
+    def _send_js(self, source: str) -> None:
+        """Run JavaScript in this client's page only (viser's private channel, see the note:
+        broadcasting it would replay every snippet to every future client)."""
+        from viser._messages import RunJavascriptMessage
+
+        self.client._websock_connection.queue_message(RunJavascriptMessage(source=source))
+        self.client.flush()
+
+    def _send_audio(self) -> None:
+        self._send_js(
+            audio_element_js(
+                self.clip.wav,
+                self.controls.clock_report._impl.uuid,
+                loop=self.clock.loop,
+                seq=self.clock.seq,
+            )
+        )
+        # The page captures viser's websocket worker at its next send; a tiny fov change
+        # (0.006 degrees, above viser's allclose) makes the page send its camera back at once,
+        # so reports can start before any click.
+        self.client.camera.fov = self.client.camera.fov + 1e-4
+        self.client.flush()
+
+    # -- controls ------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Something that shows in the picture changed: render a new frame soon."""
+        with self._lock:
+            if self._changed_at is None:
+                self._changed_at = time.monotonic()
+        self._wake.set()
+
+    def _command(self, seq: int, *, seek: float | None = None) -> None:
+        self._send_js(command_js(self.clock, seq, seek=seek))
+        self._changed()
+
+    def _on_start(self) -> None:
+        self._started = True
+        self.controls.start.visible = False
+        self.play()
+
+    def play(self) -> None:
+        self._command(self.clock.play())
+        if self.controls.record.value:
+            self._record_key()
+
+    def pause(self) -> None:
+        self._command(self.clock.pause())
+        self._follow_playhead()
+
+    def toggle_play(self) -> None:
+        self.pause() if self.clock.playing else self.play()
+
+    def seek(self, media_time: float) -> None:
+        media_time = min(max(float(media_time), 0.0), self.clip.duration)
+        self._command(self.clock.seek(media_time), seek=media_time)
+        self._follow_playhead()
+
+    def _on_timeline(self, event: viser.GuiEvent) -> None:
+        if event.client is None:
+            return  # our own follow-the-playhead update, not a person scrubbing
+        self.seek(self.controls.timeline.value)
+
+    def current_mix(self) -> dict[str, float]:
+        return {k: float(s.value) for k, s in self.controls.emotions.items() if s.value > 0}
+
+    def _on_emotion(self) -> None:
+        with self._lock:
+            self.mix = self.current_mix()
+        if self.controls.record.value and self.clock.playing:
+            self._record_key()
+        self._changed()
+        self._update_plot()
+
+    def apply_mix(self, mix: dict[str, float]) -> None:
+        """Set the sliders to a mix (a preset, or all zero)."""
+        for label, slider in self.controls.emotions.items():
+            slider.value = float(mix.get(label, 0.0))  # each assignment calls _on_emotion
+        self._on_emotion()
+
+    def _on_idle(self) -> None:
+        with self._lock:
+            self.blinks = bool(self.controls.blinks.value)
+            self.head_motion = bool(self.controls.head_motion.value)
+        self._changed()
+
+    def set_view(self, view: str) -> None:
+        """Move this client's camera to a named framing (front, three-quarter, side)."""
+        self.view = view
+        cam = head_camera(view, 512, 512)
+        with self.client.atomic():
+            self.client.camera.up_direction = (0.0, 1.0, 0.0)  # FLAME is +y up
+            self.client.camera.fov = HEAD_FOV_Y
+            # Position first: the page moves the look-at point along with a new position.
+            self.client.camera.position = tuple(float(x) for x in cam.camera_center)
+            self.client.camera.look_at = HEAD_TARGET
+        self._changed()
+
+    def _on_background(self) -> None:
+        with self._lock:
+            self.background = tuple(c / 255.0 for c in self.controls.background.value)
+        if self.config.mode == "splats":
+            self._send_solid_background()
+        self._changed()
+
+    def _send_solid_background(self) -> None:
+        colour = (np.array(self.background) * 255 + 0.5).astype(np.uint8)
+        self.client.scene.set_background_image(np.broadcast_to(colour, (8, 8, 3)).copy())
+        self.client.flush()
+
+    def _on_camera(self) -> None:
+        with self._lock:
+            self.last_camera_update = time.monotonic()
+            self._full_res_pending = True
+        self._changed()
+
+    def _on_clock_report(self, event: viser.GuiEvent) -> None:
+        report = ClockReport.parse(self.controls.clock_report.value)
+        if report is None:
+            return
+        was_error = self.clock.browser_error
+        self.clock.report(report)
+        if report.error and not was_error and self.clock.playing:
+            self.client.add_notification(
+                "Sound is blocked", "Click the green Start button to hear the speech.",
+                color="yellow", auto_close_seconds=8.0,
+            )  # fmt: skip
+            self.controls.start.visible = True
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _on_record(self) -> None:
+        if self.controls.record.value:
+            self._record_key()
+        self._update_track_info()
+        self._changed()
+
+    def _record_key(self) -> None:
+        """A key at the current audio time with the current sliders (replacing one at the
+        same millisecond)."""
+        t = round(self.clock.position(), 3)
+        with self._lock:
+            self.track_keys[t] = dict(self.mix)
+        self._update_track_info()
+
+    def recorded_track(self) -> EmotionTrack | None:
+        with self._lock:
+            keys = sorted(self.track_keys.items())
+        if not keys:
+            return None
+        return EmotionTrack.from_list([{"t": t, "mix": mix} for t, mix in keys])
+
+    def _clear_track(self) -> None:
+        with self._lock:
+            self.track_keys.clear()
+        self._update_track_info()
+        self._update_plot()
+        self._changed()
+
+    def _update_track_info(self) -> None:
+        n = len(self.track_keys)
+        rec = " (recording)" if self.controls.record.value else ""
+        self.controls.track_info.content = (
+            f"{n} key{'s' * (n != 1)}{rec}." if n else f"No track recorded{rec}."
+        )
+
+    def track_json(self) -> bytes:
+        import json
+
+        track = self.recorded_track()
+        return (json.dumps(track.to_list() if track else [], indent=1) + "\n").encode()
+
+    def save_track(self) -> None:
+        """Offer the recorded track as JSON (the CLI's --track format) for download."""
+        if self.recorded_track() is None:
+            self.client.add_notification(
+                "No track", "Tick Record and move sliders while playing.", auto_close_seconds=5
+            )
+            return
+        self.client.send_file_download("emotion_track.json", self.track_json())
+
+    # -- the picture -----------------------------------------------------------------------
+
+    def _emotion_weights(self, media_time: float) -> torch.Tensor:
+        """w_E `[1, K_E]` now: the recorded track when it drives the face, else the sliders."""
+        anim = self.app.animator
+        track = None
+        if self.controls.follow_track.value and not self.controls.record.value:
+            track = self.recorded_track()
+        if track is not None:
+            intensities = track.intensities(np.array([media_time]))  # [1, 7]
+        else:
+            with self._lock:
+                mix = dict(self.mix)
+            intensities = np.array([[mix.get(e, 0.0) for e in EMOTIONS]])  # [1, 7]
+        return torch.from_numpy(intensities).float() @ anim.emotion_codes  # [1, K_E]
+
+    @torch.no_grad()
+    def _pose(self, media_time: float) -> Gaussians:
+        """The posed Gaussians at a media time: w_A(t), w_E now, FLAME, idle layer, binding."""
+        anim, clip = self.app.animator, self.clip
+        i = clip.frame_index(media_time)
+        params = anim.to_flame(clip.speech_weights[i : i + 1], self._emotion_weights(media_time))
+        with self._lock:
+            blinks, head_motion = self.blinks, self.head_motion
+        if blinks or head_motion:
+            expr, eyes, neck = clip.idle_offsets(
+                anim, blinks=blinks, head_motion=head_motion, seed=self.config.seed
+            )
+            params.expr = params.expr + expr[i : i + 1]
+            params.eyes_pose = params.eyes_pose + eyes[i : i + 1]
+            params.neck_pose = params.neck_pose + neck[i : i + 1]
+        vertices = anim.head(params)[0]  # [V, 3]
+        return self.app.avatar.pose(vertices)
+
+    def render_image(self, media_time: float, *, side: int | None = None) -> np.ndarray:
+        """The frame at a media time through this client's camera: `[H, W, 3]` uint8 with the
+        browser canvas's aspect and the longest side `side` (default: max_side)."""
+        cam = self.client.camera
+        width, height = image_size(cam.aspect, side or self.config.max_side)
+        camera = Camera.from_camera_to_world(
+            cam.wxyz, cam.position, fov_y=cam.fov, width=width, height=height
+        )
+        with self._lock:
+            background = self.background
+        out = render(
+            self._pose(media_time), camera, backend=self.config.backend, background=background
+        )
+        return (out.color.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+    def _render_loop(self) -> None:
+        """Paced: one frame per 1 / render_fps while playing; on demand when paused."""
+        period = 1.0 / self.config.render_fps
+        next_tick = time.monotonic()
+        last_follow = 0.0
+        while not self._closed.is_set():
+            now = time.monotonic()
+            playing = self.clock.playing
+            with self._lock:
+                moving = now - self.last_camera_update < CAMERA_REST_S
+                rest_due = self._full_res_pending and not moving
+            needed = playing or self._wake.is_set() or rest_due
+            if not needed:
+                # Paused and nothing changed: sleep until a control or the camera moves (or
+                # the camera comes to rest and wants its full-resolution frame).
+                self._wake.wait(CAMERA_REST_S if self._full_res_pending else 1.0)
+                continue
+            self._wake.clear()
+            with self._lock:
+                changed_at, self._changed_at = self._changed_at, None
+                if not moving:
+                    self._full_res_pending = False
+            try:
+                self._send_frame(moving, changed_at)
+            except Exception as err:  # noqa: BLE001 - one bad frame must not kill the loop
+                if self._closed.is_set():
+                    return
+                print(f"talking-avatar view: frame failed ({type(err).__name__}: {err})")
+                time.sleep(0.5)
+            if playing and now - last_follow > GUI_FOLLOW_S:
+                last_follow = now
+                self._follow_playhead()
+            # Pace: sleep to the next tick, but wake early for a change (slider latency).
+            next_tick = max(next_tick + period, time.monotonic() + 0.2 * period)
+            if playing:
+                self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            else:
+                next_tick = time.monotonic()
+
+    def _send_frame(self, moving: bool, changed_at: float | None) -> None:
+        media = self.clock.position(lead=self.config.lead_s)
+        if self._closed.is_set():
+            return
+        if self.config.mode == "splats":
+            assert self._splats is not None
+            self._splats.set_gaussians(*gaussians_to_splats(self._pose(media)))
+        else:
+            side = self.config.moving_side if moving else self.config.max_side
+            image = self.render_image(media, side=side)
+            self.client.scene.set_background_image(
+                image, format="jpeg", jpeg_quality=self.config.jpeg_quality
+            )
+            self.last_image = image
+        self.client.flush()
+        sent = time.monotonic()
+        with self._frame_cond:
+            self.frames_sent += 1
+            self.frame_log.append((sent, media))
+            if len(self.frame_log) > 20_000:
+                del self.frame_log[:10_000]
+            if changed_at is not None:
+                self.change_latencies.append(sent - changed_at)
+            self._frame_cond.notify_all()
+
+    def wait_frames(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until `count` more frames have been sent (tests, benchmarks)."""
+        with self._frame_cond:
+            target = self.frames_sent + count
+            return self._frame_cond.wait_for(lambda: self.frames_sent >= target, timeout)
+
+    def _follow_playhead(self) -> None:
+        """Move the timeline slider and the plot's playhead with playback (a few times a second;
+        each update is a message to the page)."""
+        t = round(self.clock.position(), 2)
+        self.controls.timeline.value = t  # event.client is None: _on_timeline ignores it
+        self._update_plot(t)
+
+    def _update_plot(self, playhead: float | None = None) -> None:
+        anim, clip = self.app.animator, self.clip
+        n = clip.num_frames
+        times = np.arange(n) / clip.fps
+        track = self.recorded_track() if self.controls.follow_track.value else None
+        if track is not None:
+            intensities = track.intensities(times)  # [T, 7]
+        else:
+            mix = self.current_mix()
+            intensities = np.tile([mix.get(e, 0.0) for e in EMOTIONS], (n, 1))  # [T, 7]
+        with torch.no_grad():
+            w_e = torch.from_numpy(intensities).float() @ anim.emotion_codes  # [T, K_E]
+            jaw = anim.to_flame(clip.speech_weights, w_e).jaw_pose[:, 0].numpy()  # [T] rad
+        t = self.clock.position() if playhead is None else playhead
+        self.controls.plot.data = gui_layout.plot_data(times, jaw, intensities, t)
+
+    # -- upload ------------------------------------------------------------------------------
+
+    def _on_upload(self) -> None:
+        upload = self.controls.upload.value
+        threading.Thread(
+            target=self.load_upload, args=(upload.name, upload.content), daemon=True
+        ).start()
+
+    def load_upload(self, name: str, content: bytes) -> bool:
+        """Check, decode and analyse an uploaded file, then play it; a bad file shows a message
+        in the page and changes nothing. Returns whether the clip was replaced."""
+        progress = self.controls.upload_progress
+        note = None
+        try:
+            suffix = Path(name).suffix.lower()
+            if suffix not in UPLOAD_SUFFIXES:
+                raise TalkingAvatarError(
+                    f"{name}: not a speech file this viewer reads; upload wav, flac, mp3 or ogg"
+                )
+            if len(content) > MAX_UPLOAD_BYTES:
+                raise TalkingAvatarError(
+                    f"{name} is {len(content) / 2**20:.0f} MB; upload at most 50 MB"
+                )
+            note = self.client.add_notification(
+                f"Animating {name}", "Reading and analysing the speech...", loading=True,
+                with_close_button=False,
+            )  # fmt: skip
+            progress.visible = True
+            progress.value = 10.0
+            with tempfile.TemporaryDirectory() as scratch:
+                path = Path(scratch) / f"upload{suffix}"
+                path.write_bytes(content)
+                audio = load_audio(path)
+            audio.path = None
+            if audio.duration > MAX_UPLOAD_SECONDS:
+                raise TalkingAvatarError(
+                    f"{name} lasts {audio.duration / 60:.1f} minutes; upload at most 10 minutes"
+                )
+            progress.value = 40.0
+            clip = make_clip(
+                self.app.animator, audio, name=Path(name).name, fps=self.config.anim_fps
+            )
+            progress.value = 90.0
+            self.set_clip(clip)
+        except TalkingAvatarError as err:
+            self.client.add_notification("Upload refused", str(err), color="red")
+            return False
+        except Exception as err:  # noqa: BLE001 - the server must survive any upload
+            self.client.add_notification(
+                "Upload failed", f"{name}: {type(err).__name__}: {err}", color="red"
+            )
+            return False
+        finally:
+            if note is not None:
+                note.remove()
+            progress.visible = False
+        self.client.add_notification(
+            "Speech loaded", f"{clip.name} ({clip.duration:.1f} s). Press Play.",
+            auto_close_seconds=5.0, color="green",
+        )  # fmt: skip
+        return True
+
+    def set_clip(self, clip: Clip) -> None:
+        """Play another clip: a new clock (paused at 0), timeline, plot and page audio."""
+        loop, rate = self.clock.loop, self.clock.rate
+        with self._lock:
+            self.clip = clip
+            self.clock = AudioClock(clip.duration, loop=loop, rate=rate)
+            self.track_keys.clear()  # keys belong to the old clip's times
+        self.controls.timeline.max = max(clip.duration, 0.01)
+        self.controls.timeline.value = 0.0
+        self.controls.status.content = gui_layout._status_text(clip.name, clip.duration)
+        self._send_audio()
+        self._update_track_info()
+        self._update_plot()
+        self._changed()
+
+    # -- export ------------------------------------------------------------------------------
+
+    def performance(self) -> Performance:
+        """The clip as a performance: the recorded track if there is one, else the sliders."""
+        anim, clip = self.app.animator, self.clip
+        track = self.recorded_track() or EmotionTrack.constant(self.current_mix())
+        w_e = anim.emotion_weights(track, clip.num_frames, fps=clip.fps)
+        params = anim.to_flame(clip.speech_weights, w_e)
+        if self.blinks or self.head_motion:
+            params = add_idle(params, anim.head, clip.fps, seed=self.config.seed,
+                              blinks=self.blinks, head_motion=self.head_motion)  # fmt: skip
+        return Performance(
+            audio=clip.audio, fps=clip.fps, params=params, speech_weights=clip.speech_weights,
+            expression_weights=w_e, track=track, silent=clip.audio.is_silent,
+        )  # fmt: skip
+
+    def start_export(self) -> threading.Thread | None:
+        """Export the MP4 in the background; the page shows progress, then a download link."""
+        with self._lock:
+            if self.exporting:
+                return None
+            self.exporting = True
+        self.controls.export.disabled = True
+        self.controls.export_progress.value = 0.0
+        self.controls.export_progress.visible = True
+        thread = threading.Thread(target=self._export, daemon=True, name="viewer-export")
+        thread.start()
+        return thread
+
+    def _export(self) -> None:
+        from viewer.export import export_mp4
+
+        last = [0.0]
+
+        def on_progress(done: int, total: int) -> None:
+            if self._closed.is_set():
+                raise _Cancelled  # export_mp4 removes its temporary file
+            percent = 100.0 * done / max(total, 1)
+            if percent - last[0] >= 1.0 or done == total:
+                last[0] = percent
+                self.controls.export_progress.value = percent
+
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                path = Path(scratch) / "talking-avatar.mp4"
+                size = self.config.max_side
+                export_mp4(
+                    self.performance(), self.app.avatar, path, head=self.app.animator.head,
+                    width=size, height=size, camera=self.view, background=self.background,
+                    backend=self.config.backend, progress=False, on_progress=on_progress,
+                )  # fmt: skip
+                data = path.read_bytes()
+            self.last_export = data
+            if not self._closed.is_set():
+                self.client.send_file_download("talking-avatar.mp4", data)
+        except _Cancelled:
+            return
+        except Exception as err:  # noqa: BLE001 - report in the page; the server keeps going
+            if not self._closed.is_set():
+                self.client.add_notification(
+                    "Export failed", f"{type(err).__name__}: {err}", color="red"
+                )
+        finally:
+            with self._lock:
+                self.exporting = False
+            if not self._closed.is_set():
+                self.controls.export.disabled = False
+                self.controls.export_progress.visible = False
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """The tab went away: stop the render loop (an export in flight cancels itself)."""
+        self._closed.set()
+        self._wake.set()
+
+
+class ViewerApp:
+    """The server and its sessions. Loads the animator, the avatar and the default clip once
+    (shared read-only by all sessions) and starts a session per connecting client.
+
+    Args:
+        config: what to serve.
+        animator, avatar: already-loaded models (tests pass them to skip loading).
+    """
+
+    def __init__(
+        self,
+        config: ViewerConfig | None = None,
+        *,
+        animator: Animator | None = None,
+        avatar: GaussianAvatar | None = None,
+    ) -> None:
+        from avatar.builder import load_avatar
+        from avatar.paths import asset_path
+
+        self.config = config or ViewerConfig()
+        if self.config.mode not in MODES:
+            raise TalkingAvatarError(
+                f"unknown viewer mode {self.config.mode!r}; use {' or '.join(MODES)}"
+            )
+        if not 1.0 <= self.config.render_fps <= 60.0:
+            raise TalkingAvatarError(
+                f"--fps {self.config.render_fps} is out of range; use 1 to 60 frames per second"
+            )
+        if not 64 <= self.config.max_side <= 2048:
+            raise TalkingAvatarError(
+                f"--size {self.config.max_side} is out of range; use 64 to 2048 pixels"
+            )
+        self.animator = animator or Animator.load(self.config.checkpoint, flame=self.config.flame)
+        self.avatar = avatar or load_avatar(self.config.avatar, self.animator.head)
+        audio_path = self.config.audio or asset_path("speech", "sample.wav")
+        self.default_clip = make_clip(
+            self.animator, load_audio(audio_path), name=Path(audio_path).name,
+            fps=self.config.anim_fps,
+        )  # fmt: skip
+        self.server: viser.ViserServer | None = None
+        self.sessions: dict[int, ClientSession] = {}
+        self._sessions_lock = threading.Lock()
+        self._session_ready = threading.Condition(self._sessions_lock)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host = self.server.get_host()
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+        return f"http://{shown}:{self.server.get_port()}"
+
+    def start(self) -> str:
+        """Start listening; returns the URL. Raises TalkingAvatarError when the port is taken."""
+        from viser import _messages
+
+        cfg = self.config
+        check_port_free(cfg.host, cfg.port)
+        server = viser.ViserServer(host=cfg.host, port=cfg.port, verbose=False)
+        if cfg.port != 0 and server.get_port() != cfg.port:
+            server.stop()  # taken between our check and viser's bind: viser moved on silently
+            raise TalkingAvatarError(
+                f"port {cfg.port} on {cfg.host} was taken while starting; pass another --port"
+            )
+        self.server = server
+        # No public share tunnel, whoever asks: hide the button and drop the request handler
+        # (any page can send ShareUrlRequest; viser would open share.viser.studio).
+        ws = server._websock_server
+        ws.unregister_handler(_messages.ShareUrlRequest)
+        ws.register_handler(_messages.ShareUrlRequest, self._refuse_share)
+        server.request_share_url = self._refuse_share_url  # type: ignore[method-assign]
+        # Uploads: stop buffering a transfer as soon as it claims or sends more than the limit.
+        ws.register_handler(_messages.FileTransferStartUpload, self._limit_upload)
+        ws.register_handler(_messages.FileTransferPart, self._limit_upload)
+        server.gui.configure_theme(
+            control_width="large", show_share_button=False, dark_mode=False,
+            brand_color=(60, 110, 200),
+        )  # fmt: skip
+        server.on_client_connect(self._connect)
+        server.on_client_disconnect(self._disconnect)
+        return self.url
+
+    def _refuse_share(self, client_id: int, message: object) -> None:
+        client = self._client(client_id)
+        if client is not None:
+            client.add_notification(
+                "Sharing is off", "This viewer does not open public links.", auto_close_seconds=5
+            )
+
+    def _refuse_share_url(self, verbose: bool = True) -> None:
+        return None
+
+    def _client(self, client_id: int) -> viser.ClientHandle | None:
+        assert self.server is not None
+        return self.server.get_clients().get(client_id)
+
+    def _limit_upload(self, client_id: int, message: object) -> None:
+        assert self.server is not None
+        states = self.server.gui._current_file_upload_states
+        uuid = getattr(message, "transfer_uuid", None)
+        state = states.get(uuid)
+        if state is None:
+            return
+        if state["total_bytes"] > MAX_UPLOAD_BYTES or state["transferred_bytes"] > MAX_UPLOAD_BYTES:
+            states.pop(uuid, None)  # later parts find no transfer and are dropped
+            client = self._client(client_id)
+            if client is not None:
+                client.add_notification(
+                    "Upload refused",
+                    f"{state['filename']} is larger than 50 MB; upload a shorter recording",
+                    color="red",
+                )
+
+    def _connect(self, client: viser.ClientHandle) -> None:
+        session = ClientSession(self, client)
+        with self._session_ready:
+            self.sessions[client.client_id] = session
+            self._session_ready.notify_all()
+
+    def _disconnect(self, client: viser.ClientHandle) -> None:
+        with self._sessions_lock:
+            session = self.sessions.pop(client.client_id, None)
+        if session is not None:
+            session.close()
+
+    def wait_for_session(self, count: int = 1, timeout: float = 20.0) -> list[ClientSession]:
+        """Block until `count` clients are connected (tests, benchmarks)."""
+        with self._session_ready:
+            self._session_ready.wait_for(lambda: len(self.sessions) >= count, timeout)
+            return list(self.sessions.values())
+
+    def wait(self) -> None:
+        """Serve until Ctrl-C."""
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        with self._sessions_lock:
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        for session in sessions:
+            session.close()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def run_viewer(config: ViewerConfig) -> None:
+    """Load, start, print the URL and serve until Ctrl-C (the `view` subcommand)."""
+    check_port_free(config.host, config.port)  # before the slow loading, not after
+    app = ViewerApp(config)
+    url = app.start()
+    exposed = (
+        "" if config.host in ("127.0.0.1", "localhost", "::1") else " (reachable from the network)"
+    )
+    print(f"talking-avatar viewer: open {url}{exposed}; Ctrl-C stops it")
+    app.wait()
