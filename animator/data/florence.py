@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from animator.data.meshio import read_vertices
-from animator.data.sample import MotionSample, TimedLabel
+from animator.data.sample import MotionSample, SampleSequence, TimedLabel
 from avatar.errors import TalkingAvatarError
 
 __all__ = ["FlorenceDataset", "load_florence", "FLORENCE_FPS", "MESH_SUFFIXES"]
@@ -62,7 +62,7 @@ def _frame_files(folder: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
-class FlorenceDataset(Sequence[MotionSample]):
+class FlorenceDataset(SampleSequence):
     """Expression sequences as `MotionSample`s (labels: identity and expression).
 
     Args:
@@ -154,18 +154,6 @@ class FlorenceDataset(Sequence[MotionSample]):
                 else:
                     return np.empty((0, 3), np.float32)  # per-sequence fallback
         return self._templates[identity]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self) -> Iterator[MotionSample]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def __getitem__(self, index: int) -> MotionSample:  # type: ignore[override]
-        if isinstance(index, slice):
-            raise TypeError("FlorenceDataset does not support slicing; index one sample at a time")
-        return self.sample(*self.keys[index])
 
     def sample(self, identity: str, expression: str) -> MotionSample:
         """Read one sequence (all its frames) from disk."""

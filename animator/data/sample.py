@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["TimedLabel", "MotionSample"]
+__all__ = ["TimedLabel", "MotionSample", "SampleSequence"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,27 @@ class MotionSample:
     def offsets(self) -> np.ndarray:
         """Per-frame displacement from the template `[T, V, 3]` (reads the whole sequence)."""
         return np.asarray(self.vertices, dtype=np.float32) - self.template[None]
+
+
+class SampleSequence(Sequence[MotionSample]):
+    """A dataset as a sequence of samples, addressed by `keys` (one tuple per sample) and read
+    lazily by `sample(*key)`; subclasses fill `keys` and define `sample`."""
+
+    keys: list[tuple[str, str]]
+
+    def sample(self, *key: str) -> MotionSample:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[MotionSample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, index: int) -> MotionSample:  # type: ignore[override]
+        if isinstance(index, slice):
+            raise TypeError(
+                f"{type(self).__name__} does not support slicing; index one sample at a time"
+            )
+        return self.sample(*self.keys[index])

@@ -31,12 +31,12 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from animator.data.sample import MotionSample, TimedLabel
+from animator.data.sample import MotionSample, SampleSequence, TimedLabel
 from avatar.errors import TalkingAvatarError
 from avatar.flame.pickle_io import load_data_pickle
 
@@ -112,7 +112,7 @@ def _as_float_audio(audio: np.ndarray) -> np.ndarray:
     return audio.astype(np.float32)
 
 
-class VocasetDataset(Sequence[MotionSample]):
+class VocasetDataset(SampleSequence):
     """VOCAset sequences as `MotionSample`s, read lazily from either on-disk layout.
 
     Args:
@@ -279,19 +279,6 @@ class VocasetDataset(Sequence[MotionSample]):
     @property
     def subjects(self) -> list[str]:
         return sorted({s for s, _ in self.keys})
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self) -> Iterator[MotionSample]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def __getitem__(self, index: int) -> MotionSample:  # type: ignore[override]
-        if isinstance(index, slice):
-            raise TypeError("VocasetDataset does not support slicing; index one sample at a time")
-        subject, sentence = self.keys[index]
-        return self.sample(subject, sentence)
 
     def sample(self, subject: str, sentence: str) -> MotionSample:
         """The sequence `subject`/`sentence` (vertices memory-mapped where the layout allows)."""
