@@ -30,6 +30,7 @@ DATA := data
 assets: $(STAMP)
 	$(BIN)/python scripts/build_head.py
 	$(BIN)/talking-avatar avatar build --out assets/avatar/avatar.ply
+	$(BIN)/python scripts/build_sample_speech.py
 	$(BIN)/talking-avatar data talking --out $(DATA)/talking
 	$(BIN)/talking-avatar data expressions --out $(DATA)/expressions
 	$(BIN)/talking-avatar train --threads 1 --talking $(DATA)/talking --expressions $(DATA)/expressions --out assets/animator
@@ -37,8 +38,14 @@ assets: $(STAMP)
 	$(BIN)/talking-avatar train --threads 1 --talking $(DATA)/talking --expressions $(DATA)/expressions --resume assets/animator --sparsity 0 --out out/animator_no_sparsity
 	$(BIN)/talking-avatar eval --talking $(DATA)/talking --expressions $(DATA)/expressions --ablation out/animator_no_sparsity --out docs/results.md
 
+# Figures only (no assertions); see each script's docstring for options.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/flame.py
+	$(BIN)/python -m benchmarks.binding
+	$(BIN)/python benchmarks/raster.py --quick
+	$(BIN)/python -m benchmarks.animator --threads 1
+	$(BIN)/python -m benchmarks.export
+	$(BIN)/python benchmarks/viewer.py
 
 clean-venv:
 	rm -rf $(VENV)
