@@ -22,3 +22,15 @@ def asset_path(*parts: str) -> Path:
             "or set TALKING_AVATAR_ASSETS to a folder that has it"
         )
     return path
+
+
+def ensure_folder(path: str | Path) -> Path:
+    """Create an output folder (and its parents), or say in one line why it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TalkingAvatarError(
+            f"cannot create folder {path} ({err.strerror}); choose a writable --out"
+        ) from None
+    return path

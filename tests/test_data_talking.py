@@ -122,3 +122,14 @@ def test_needs_a_head_with_face_units(tmp_path: Path) -> None:
     flame_like = SimpleNamespace(face_unit_names=None, source="generic_model.pkl")
     with pytest.raises(TalkingAvatarError, match="face units"):
         generate_talking_set(tmp_path, small=True, head=flame_like, log=None)
+
+
+def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    from viewer.cli import main as cli_main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for command in (["data", "talking", "--small"], ["data", "expressions", "--small"]):
+        assert cli_main([*command, "--out", str(blocker / "sub")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("talking-avatar: error: cannot create folder") and err.count("\n") == 1

@@ -39,6 +39,7 @@ from animator.data.florence import DATASET_FILE, FLORENCE_FPS, TIMINGS_FILE
 from animator.data.meshio import write_ply
 from animator.data.talking import format_bytes
 from avatar.errors import TalkingAvatarError
+from avatar.paths import ensure_folder
 
 __all__ = [
     "EMOTIONS",
@@ -231,6 +232,7 @@ def generate_expression_set(
 
     say = log or (lambda *_: None)
     started = time.perf_counter()
+    out = ensure_folder(out)  # before the slow part: a bad --out fails at once
     if head is None:
         from avatar.flame import load_flame
 
@@ -245,8 +247,6 @@ def generate_expression_set(
         f"{len(clips)} sequences ({count} identities x {len(EMOTIONS)} emotions), "
         f"{num_frames} frames at 60 fps -> about {format_bytes(num_frames * frame_bytes)} of PLY"
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if num_frames * frame_bytes * 1.1 > shutil.disk_usage(out).free:
         raise TalkingAvatarError(
             f"{out} lacks the free space for the expression set; pick another --out or use --small"

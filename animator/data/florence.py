@@ -85,7 +85,7 @@ class FlorenceDataset(SampleSequence):
         self.root = Path(root)
         if not self.root.is_dir():
             raise TalkingAvatarError(
-                f"expression dataset folder {self.root} does not exist; pass --florence DIR"
+                f"expression dataset folder {self.root} does not exist; point at the folder that holds the expression set"
             )
         meta = self._read_meta()
         self.fps = float(fps if fps is not None else meta.get("fps", FLORENCE_FPS))

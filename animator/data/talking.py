@@ -41,6 +41,7 @@ from animator.data.sentences import TEST_SENTENCES, TRAIN_SENTENCES, VAL_SENTENC
 from animator.data.visemes import ArticulationStyle, mouth_curves, viseme_of
 from animator.data.vocaset import PHONEME_DIR, SPLITS_FILE, VOCASET_FPS, VocasetWriter
 from avatar.errors import TalkingAvatarError
+from avatar.paths import ensure_folder
 
 __all__ = [
     "Speaker",
@@ -351,12 +352,12 @@ def generate_talking_set(
 
     say = log or (lambda *_: None)
     started = time.perf_counter()
+    out = ensure_folder(out)  # before the slow part: a bad --out fails at once
     if head is None:
         from avatar.flame import load_flame
 
         head = load_flame()
     require_face_units(head)
-    out = Path(out)
     speakers = make_speakers(head, seed)
     if small:
         speakers = [speakers[i] for i in _SMALL_SPEAKERS]
@@ -377,7 +378,6 @@ def generate_talking_set(
         f"{num_vertices} vertices -> data_verts.npy of {format_bytes(verts_bytes)}"
         + ("" if small else " (--small writes about 70 MB)")
     )
-    out.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out).free
     if verts_bytes * 1.1 > free:
         raise TalkingAvatarError(

@@ -136,7 +136,7 @@ class VocasetDataset(SampleSequence):
         self.root = Path(root)
         if not self.root.is_dir():
             raise TalkingAvatarError(
-                f"VOCAset folder {self.root} does not exist; pass --vocaset DIR"
+                f"VOCAset folder {self.root} does not exist; point at the folder that holds the VOCAset files"
             )
         if split not in (None, "train", "val", "test"):
             raise TalkingAvatarError(f"unknown split {split!r}; use train, val or test")

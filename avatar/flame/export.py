@@ -14,6 +14,7 @@ import numpy as np
 from avatar.errors import TalkingAvatarError
 from avatar.flame.model import FlameModel
 from avatar.flame.pickle_io import write_pickle
+from avatar.paths import ensure_folder
 
 FLAME_SHAPE_SLOTS = 300
 FLAME_EXPR_SLOTS = 100
@@ -64,13 +65,7 @@ def export_smplx_folder(model: FlameModel, out_dir: str | Path) -> list[Path]:
     Load the result with `smplx.FLAME(out_dir, num_betas=..., num_expression_coeffs=...)` or
     `smplx.create(out_dir_parent, model_type="flame")` when out_dir is named `flame`.
     """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TalkingAvatarError(
-            f"cannot create {out} ({err.strerror}); choose a writable folder"
-        ) from None
+    out = ensure_folder(out_dir)
     model_path = out / "FLAME_NEUTRAL.pkl"
     lmk_path = out / "flame_static_embedding.pkl"
     write_pickle(model_path, flame_pickle_dict(model))
