@@ -132,4 +132,6 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, capsys) -> No
     for command in (["data", "talking", "--small"], ["data", "expressions", "--small"]):
         assert cli_main([*command, "--out", str(blocker / "sub")]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("talking-avatar: error: cannot create folder") and err.count("\n") == 1
+        assert (
+            err.startswith("talking-avatar: error: cannot create folder") and err.count("\n") == 1
+        )
