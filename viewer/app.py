@@ -812,6 +812,13 @@ class ViewerApp:
             self.animator, load_audio(audio_path), name=Path(audio_path).name,
             fps=self.config.anim_fps,
         )  # fmt: skip
+        # One tiny render now, so the renderer's one-off JIT compile (seconds on a new machine)
+        # happens before the URL is printed, not on the first visitor's first frame.
+        render(
+            self.avatar.pose(self.animator.head.v_template),
+            head_camera("front", 32, 32),
+            backend=self.config.backend,
+        )
         self.server: viser.ViserServer | None = None
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
