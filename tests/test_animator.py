@@ -274,3 +274,21 @@ def test_unseen_sentence_and_voice_close_on_bilabials_and_open_on_vowels(head) -
     assert len(bilabial) >= 10 and len(vowels) >= 10
     assert np.median(bilabial) < 1.0 and bilabial.max() < 4.0  # lips meet on p, b, m
     assert vowels.min() > 6.0  # and open on open vowels
+
+
+def test_eval_table_on_a_small_held_out_set(head, tmp_path) -> None:
+    from animator.animator import BUNDLED_ANIMATOR
+    from animator.data.expressions import generate_expression_set
+    from animator.data.talking import generate_talking_set
+    from animator.metrics import evaluate
+
+    generate_talking_set(tmp_path / "talking", small=True, head=head, progress=False, log=None)
+    generate_expression_set(tmp_path / "expr", small=True, head=head, progress=False, log=None)
+    rows, table = evaluate(
+        BUNDLED_ANIMATOR, tmp_path / "talking", tmp_path / "expr", head=head, log=lambda *_: None
+    )
+    by = {r["method"]: r for r in rows}
+    ours, template = by["fusion + sparsity (ours)"], by["static template"]
+    assert ours["lve"] < 0.6 * template["lve"]  # a talking face beats a still one on unseen speech
+    assert 0 <= ours["speech_leak"] < 10 and ours["closure"] < 0.6
+    assert table.startswith("| method | LVE (mm^2) |") and "n/a" in table

@@ -273,7 +273,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from animator.animator import BUNDLED_ANIMATOR
-    from animator.metrics import evaluate
+    from animator.metrics import LEGEND, evaluate
     from avatar.flame import load_flame
 
     checkpoint = args.checkpoint or BUNDLED_ANIMATOR
@@ -290,7 +290,7 @@ def _run_eval(args: argparse.Namespace) -> None:
         command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         path = Path(args.out)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"Made by `{command}`.\n\n{table}\n")
+        tmp.write_text(f"Made by `{command}`.\n\n{table}\n\n{LEGEND}")
         tmp.replace(path)
         print(f"wrote {path}")
 
