@@ -240,10 +240,28 @@ class Animator:
         audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
         track = as_track(emotion)
         w_a = self.speech_weights(audio, fps=fps)
+        return self.perform(audio, w_a, track, fps=fps, blinks=idle, head_motion=idle, seed=seed)
+
+    def perform(
+        self,
+        audio: Audio,
+        w_a: torch.Tensor,
+        track: EmotionTrack,
+        *,
+        fps: float,
+        blinks: bool = True,
+        head_motion: bool = True,
+        seed: int = 0,
+    ) -> Performance:
+        """A performance from speech weights already computed for `audio` (`[T, K_A]` at fps):
+        emotion weights per frame, FLAME parameters and the idle layer. Cheap: callers that
+        keep w_A (the viewer) re-perform a clip without running the speech model again."""
         w_e = self.emotion_weights(track, w_a.shape[0], fps=fps)
         params = self.to_flame(w_a, w_e)
-        if idle:
-            params = add_idle(params, self.head, fps, seed=seed)
+        if blinks or head_motion:
+            params = add_idle(
+                params, self.head, fps, seed=seed, blinks=blinks, head_motion=head_motion
+            )
         return Performance(
             audio=audio,
             fps=fps,

@@ -702,14 +702,9 @@ class ClientSession:
         """The clip as a performance: the recorded track if there is one, else the sliders."""
         anim, clip = self.app.animator, self.clip
         track = self.recorded_track() or EmotionTrack.constant(self.current_mix())
-        w_e = anim.emotion_weights(track, clip.num_frames, fps=clip.fps)
-        params = anim.to_flame(clip.speech_weights, w_e)
-        if self.blinks or self.head_motion:
-            params = add_idle(params, anim.head, clip.fps, seed=self.config.seed,
-                              blinks=self.blinks, head_motion=self.head_motion)  # fmt: skip
-        return Performance(
-            audio=clip.audio, fps=clip.fps, params=params, speech_weights=clip.speech_weights,
-            expression_weights=w_e, track=track, silent=clip.audio.is_silent,
+        return anim.perform(
+            clip.audio, clip.speech_weights, track, fps=clip.fps, blinks=self.blinks,
+            head_motion=self.head_motion, seed=self.config.seed,
         )  # fmt: skip
 
     def start_export(self) -> threading.Thread | None:
