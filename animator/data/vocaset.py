@@ -21,8 +21,8 @@ subject name is seen. Our stand-in set uses its own subject names and writes its
 `splits.json` ({split: {subject: [sentence, ...]}}); it also writes the ground-truth phoneme spans
 to `phonemes/<subject>/<sentence>.json`. Both extras are optional for the loader.
 
-The pickles are opened with a restricted unpickler (`avatar.flame.pickle_io`) that rebuilds only numpy
-arrays, scalars and containers. `data_verts.npy` is memory-mapped: a sample's vertices are a view
+The pickles are read as data by `avatar.flame.pickle_io`, which interprets their opcodes itself
+and rebuilds only numpy arrays, scalars and containers: a pickle cannot run code here. `data_verts.npy` is memory-mapped: a sample's vertices are a view
 into the file, so a several-GB dataset never has to fit in memory.
 """
 
