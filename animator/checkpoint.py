@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from avatar.atomic import atomic_folder
 from avatar.errors import TalkingAvatarError
 
 CONFIG = "config.json"
@@ -25,25 +24,12 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path, what="animator checkpoint") as tmp:
         meta = {"format": FORMAT, "version": VERSION, **config}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS)
         )
-        if path.exists():
-            old = path.with_name(path.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

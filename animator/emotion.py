@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.atomic import atomic_write_text
 from avatar.errors import TalkingAvatarError
 
 EMOTIONS = ("happy", "sad", "angry", "surprised", "fearful", "disgusted", "contempt")
@@ -138,16 +139,18 @@ class EmotionTrack:
             raise TalkingAvatarError(
                 f"track file {path} is not valid JSON (line {err.lineno}: {err.msg})"
             ) from None
+        except RecursionError:
+            raise TalkingAvatarError(
+                f"track file {path} is nested too deeply to be a track; a track is a list of "
+                '{"t": seconds, "mix": {"happy": 0.7}} keys'
+            ) from None
         return cls.from_list(data, source=str(path))
 
     def to_list(self) -> list[dict]:
         return [{"t": k.t, "mix": dict(k.mix)} for k in self.keys]
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_list(), indent=1) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_list(), indent=1) + "\n", what="emotion track")
 
     def intensities(self, times: np.ndarray) -> np.ndarray:
         """Per-time intensities `[T, 7]` in EMOTIONS order for times `[T]` (seconds)."""

@@ -46,17 +46,21 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def check_output_path(path: str | Path, *, what: str = "output") -> Path:
-    """Check, before any slow work, that `path` can be written as a file; returns it.
+def check_output_path(path: str | Path, *, what: str = "output", folder: bool = False) -> Path:
+    """Check, before any slow work, that `path` can be written as a file (or, with `folder`,
+    created or replaced as a folder); returns it.
 
-    Its folder may not exist yet (it is created), but nothing on the way may be a file, the path
-    itself may not be a folder, and the folder must be writable.
+    Its parent may not exist yet (it is created), but nothing on the way may be a file, a file
+    path may not be an existing folder (nor a folder path an existing file), and the nearest
+    existing parent must be writable.
 
     Raises:
         TalkingAvatarError: one line naming the problem and the fix.
     """
     path = Path(path)
-    if path.is_dir():
+    if folder and path.exists() and not path.is_dir():
+        raise TalkingAvatarError(f"{what} {path} is a file; choose a folder path")
+    if not folder and path.is_dir():
         raise TalkingAvatarError(f"{what} {path} is a folder; give a file name, e.g. {path}/out")
     for parent in path.parents:
         if parent.exists():
@@ -72,8 +76,8 @@ def check_output_path(path: str | Path, *, what: str = "output") -> Path:
     return path
 
 
-def _make_parent(path: Path, what: str) -> None:
-    check_output_path(path, what=what)
+def _make_parent(path: Path, what: str, *, folder: bool = False) -> None:
+    check_output_path(path, what=what, folder=folder)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -138,9 +142,7 @@ def atomic_folder(path: str | Path, *, what: str = "output folder") -> Iterator[
     so a failure at any point leaves either the old folder or the new one, never a mix.
     """
     path = Path(path)
-    _make_parent(path, what)
-    if path.exists() and not path.is_dir():
-        raise TalkingAvatarError(f"{what} {path} is a file; choose a folder path")
+    _make_parent(path, what, folder=True)
     try:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     except OSError as err:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 
+from avatar.atomic import atomic_path
 from avatar.binding import GaussianAvatar
 from avatar.errors import TalkingAvatarError
 from avatar.gaussians import Gaussians
@@ -115,25 +115,57 @@ def write_ply(path: str | os.PathLike, data: GaussianAvatar | Gaussians) -> None
     names = _property_names(rest.shape[1], binding is not None)
     vertices = table.view([(name, "<f4") for name in names])[:, 0]  # [N] structured rows
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            PlyData([PlyElement.describe(vertices, "vertex")], byte_order="<").write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, what="PLY file") as tmp, open(tmp, "wb") as file:
+        PlyData([PlyElement.describe(vertices, "vertex")], byte_order="<").write(file)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+_PLY_SIZES = {
+    **dict.fromkeys(("char", "int8", "uchar", "uint8"), 1),
+    **dict.fromkeys(("short", "int16", "ushort", "uint16"), 2),
+    **dict.fromkeys(("int", "int32", "uint", "uint32", "float", "float32"), 4),
+    **dict.fromkeys(("double", "float64"), 8),
+}
+
+
+def _check_header_sizes(path: Path) -> None:
+    """Refuse a header whose element counts need more bytes than the file has, before
+    anything is allocated for them (a 100-byte file may claim 4e9 vertices)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        return  # plyfile reports malformed headers itself
+    body = max(0, path.stat().st_size - (end + len(b"end_header\n")))
+    lines = head[:end].decode("ascii", "replace").splitlines()
+    binary = any(line.startswith("format binary") for line in lines)
+    elements: list[list] = []  # [name, count, least bytes a row]
+    for words in (line.split() for line in lines):
+        if words[:1] == ["element"] and len(words) == 3:
+            count = int(words[2]) if words[2].isdigit() else 0
+            elements.append([words[1], count, 0])
+        elif words[:1] == ["property"] and len(words) >= 3 and elements:
+            # a list costs at least its count; an ascii value at least 2 bytes ("0 ")
+            kind = words[2] if words[1] == "list" else words[1]
+            elements[-1][2] += _PLY_SIZES.get(kind, 1) if binary else 2
+    need = 0
+    for name, count, row in elements:
+        need += count * row
+        if need > body:
+            raise TalkingAvatarError(
+                f"{path}: the header claims {count} '{name}' rows (at least {count * row} bytes) "
+                f"but the file holds {body} bytes after it; the file is truncated or corrupt"
+            )
+
+
 def _read_vertex_table(path: Path) -> tuple[np.ndarray, list[str]]:
     """The `vertex` element's rows (structured array) and its property names, checked."""
     if not path.is_file():
         raise TalkingAvatarError(f"{path}: no such PLY file")
+    _check_header_sizes(path)
     try:
         ply = PlyData.read(str(path), mmap=False)
     except PlyParseError as error:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar.atomic import atomic_path
 from avatar.binding import GaussianAvatar
 from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
@@ -101,8 +102,6 @@ def write_contact_sheet(
     model = load_flame(flame)
     sheet = contact_sheet(load_avatar(avatar, model), model, size=size, backend=backend)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    iio.imwrite(tmp, sheet)
-    tmp.replace(path)
+    with atomic_path(path, what="contact sheet") as tmp:
+        iio.imwrite(tmp, sheet)
     return path

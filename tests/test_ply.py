@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +172,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ply_module.PlyData, "write", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TalkingAvatarError, match=r"cannot write PLY file .*a\.ply \(disk full\)"):
         write_ply(path, make_avatar(seed=2))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ply"]  # no temporary left behind
@@ -207,6 +208,12 @@ def break_file(tmp_path: Path, case: str) -> Path:
         return path
     if case == "truncated":
         path.write_bytes((tmp_path / "good.ply").read_bytes()[:-10])
+        return path
+    if case == "huge_count":  # a tiny file whose header claims 4e9 Gaussians
+        good = (tmp_path / "good.ply").read_bytes()
+        head, _, body = good.partition(b"end_header\n")
+        head = re.sub(rb"element vertex \d+", b"element vertex 4000000000", head)
+        path.write_bytes(head + b"end_header\n" + body[:100])
         return path
     if case == "missing_opacity":
         del columns["opacity"]
@@ -244,7 +251,8 @@ def break_file(tmp_path: Path, case: str) -> Path:
     [
         ("not_a_ply", "not a valid PLY"),
         ("empty_file", "not a valid PLY"),
-        ("truncated", "not a valid PLY"),
+        ("truncated", "the file is truncated or corrupt"),
+        ("huge_count", "claims 4000000000 'vertex' rows"),
         ("missing_opacity", "missing the 3DGS properties opacity"),
         ("two_scales", "missing the 3DGS properties scale_2"),
         ("extra_rotation", "5 rot_* properties, expected 4"),
@@ -315,7 +323,8 @@ def test_load_gaussian_avatars_dir_takes_the_latest_iteration(tmp_path):
         assert np.array_equal(params[key], value) and params[key].dtype == value.dtype, key
 
     avatar, params = load_gaussian_avatars_dir(tmp_path, iteration=7000)
-    assert_avatars_equal(avatar, saved[7000]) and params["expr"].shape == (1, 100)
+    assert_avatars_equal(avatar, saved[7000])
+    assert params["expr"].shape == (1, 100)
     avatar, _ = load_gaussian_avatars_dir(tmp_path / "point_cloud" / "iteration_600")
     assert_avatars_equal(avatar, saved[600])
 

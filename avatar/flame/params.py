@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -135,17 +136,94 @@ class FlameParams:
             static_offset=static,
         ).validate()
 
-    def save_npz(self, path: str | Path, **extra: np.ndarray) -> None:
-        """Write flame_param.npz (plus extra arrays) atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **self.to_arrays(), **extra)
-        tmp.replace(path)
+    def save_npz(
+        self,
+        path: str | Path,
+        *,
+        streamed: dict[str, StreamedArray] | None = None,
+        **extra: np.ndarray,
+    ) -> Path:
+        """Write flame_param.npz (plus extra arrays, and `streamed` ones chunk by chunk)
+        atomically; returns the path."""
+        return write_npz(path, {**self.to_arrays(), **extra}, streamed=streamed)
 
     @classmethod
     def load_npz(cls, path: str | Path) -> FlameParams:
         arrays = read_npz(path, what="flame_param.npz", hint="pass an existing flame_param.npz")
         return cls.from_arrays(arrays, source=str(path))
+
+
+@dataclass
+class StreamedArray:
+    """An array written to an .npz chunk by chunk along its first axis, never held whole.
+
+    Attributes:
+        shape: the whole array's shape; chunks must add up to shape[0] rows.
+        dtype: its dtype (chunks are converted to it).
+        chunks: the rows, in order, as arrays `[n_i, *shape[1:]]`.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: Iterable[np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+def write_npz(
+    path: str | Path,
+    arrays: dict[str, np.ndarray],
+    *,
+    streamed: dict[str, StreamedArray] | None = None,
+) -> Path:
+    """Write an uncompressed .npz (what `np.savez` writes) atomically, streaming large arrays.
+
+    `np.load` reads the result like any .npz. Streamed arrays go straight from their chunks to
+    the file, so memory stays bounded by one chunk; the disk must hold the whole file, which
+    is checked before anything is written.
+    """
+    import shutil
+    import zipfile
+
+    from avatar.atomic import atomic_path, check_output_path
+
+    path = check_output_path(path, what="output")
+    streamed = streamed or {}
+    need = sum(np.asarray(a).nbytes for a in arrays.values()) + sum(
+        s.nbytes for s in streamed.values()
+    )
+    folder = next(p for p in (path, *path.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise TalkingAvatarError(
+            f"{path} needs {need / 2**30:.1f} GB but the disk has {free / 2**30:.1f} GB free; "
+            "free space or choose another --out"
+        )
+    with (
+        atomic_path(path, what="output") as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+        for name, stream in streamed.items():
+            dtype = np.dtype(stream.dtype)
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                      "shape": tuple(stream.shape)}  # fmt: skip
+            rows = 0
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(f, header)
+                for chunk in stream.chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                    if chunk.shape[1:] != tuple(stream.shape[1:]):
+                        raise ValueError(f"chunk of {name} has shape {chunk.shape}")
+                    f.write(chunk.tobytes())
+                    rows += chunk.shape[0]
+            if rows != stream.shape[0]:
+                raise ValueError(f"{name}: {rows} rows streamed, {stream.shape[0]} announced")
+    return path
 
 
 def read_npz(path: str | Path, *, what: str, hint: str) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 import torch
 
+from avatar.atomic import atomic_path, check_output_path
 from avatar.errors import TalkingAvatarError
 
 #: Flat colours per region for mesh pictures (linear RGB in [0, 1]).
@@ -202,10 +203,8 @@ def write_head_preview(
 
     if tile < 32 or tile > 2048:
         raise TalkingAvatarError(f"tile size {tile} is out of range; use 32 to 2048 pixels")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_path(path, what="head preview")
     sheet = head_preview(load_flame(flame), tile=tile)
-    tmp = path.with_name(path.name + ".tmp.png")
-    iio.imwrite(tmp, sheet)
-    tmp.replace(path)
+    with atomic_path(path, what="head preview") as tmp:
+        iio.imwrite(tmp, sheet)
     return path
