@@ -44,6 +44,38 @@ class Audio:
         return float(np.sqrt(np.mean(self.samples.astype(np.float64) ** 2))) < SILENCE_RMS
 
 
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an audio file's header says, read without decoding it."""
+
+    duration: float  # seconds
+    sample_rate: int  # Hz
+    channels: int
+
+
+def probe_audio(path: str | Path) -> AudioInfo:
+    """Duration, sample rate and channels of an audio file from its header (no decoding).
+
+    Raises:
+        TalkingAvatarError: the file is missing or not audio that soundfile can read.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (RuntimeError)
+        raise TalkingAvatarError(
+            f"cannot read the header of audio file {path} ({type(err).__name__}); "
+            "use wav, flac, mp3 or ogg"
+        ) from None
+    return AudioInfo(
+        duration=float(info.frames) / float(info.samplerate),
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+    )
+
+
 def load_audio(source: str | Path | np.ndarray | Audio, sample_rate: int | None = None) -> Audio:
     """Load speech as 16 kHz mono float32.
 

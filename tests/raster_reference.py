@@ -103,8 +103,32 @@ def render_reference(
     dirs = means[order] - (-rot.T @ trans)  # [M, 3]
     color = sh_to_color(sh[order].to(f64), dirs, sh_degree)  # [M, 3]
     conic = torch.linalg.inv(cov2d[order])  # [M, 2, 2]
-    center2d, opac, depth = mean2d[order], opacities[order], z[order]  # [M, 2], [M], [M]
+    return composite_reference(
+        mean2d[order], conic, z[order], color, opacities[order], width, height,
+        background=background, chunk_pixels=chunk_pixels,
+    )  # fmt: skip
 
+
+def composite_reference(
+    mean2d: torch.Tensor,
+    conic: torch.Tensor,
+    depth: torch.Tensor,
+    color: torch.Tensor,
+    opacity: torch.Tensor,
+    width: int,
+    height: int,
+    *,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    chunk_pixels: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blend projected Gaussians, already in depth order, front to back (the module's rule).
+
+    Args: 2D means `[M, 2]` (pixels), inverse 2D covariances `[M, 2, 2]`, depths `[M]`,
+    colours `[M, 3]`, opacities `[M]`. Returns float64 colour, alpha and depth images.
+    """
+    f64 = torch.float64
+    center2d, conic, depth = mean2d.to(f64), conic.to(f64), depth.to(f64)
+    color, opac = color.to(f64), opacity.to(f64)
     rows, cols = torch.meshgrid(
         torch.arange(height, dtype=f64), torch.arange(width, dtype=f64), indexing="ij"
     )

@@ -97,10 +97,57 @@ def test_interrupted_export_leaves_nothing(anim, avatar, head, short_speech, tmp
     assert os.listdir(tmp_path) == []
 
 
+def test_mp4_carries_the_users_own_audio(anim, avatar, head, tmp_path) -> None:
+    """The sound is re-encoded from the user's file at its own rate, not the models' 16 kHz."""
+    audio = load_audio(SAMPLE)
+    t = np.arange(int(1.5 * 44100)) / 44100
+    left = np.interp(t, np.arange(audio.samples.size) / 16000, audio.samples)
+    right = 0.3 * np.sin(2 * np.pi * 9000 * t)  # above 8 kHz: lost if resampled to 16 kHz
+    source = tmp_path / "stereo.flac"
+    sf.write(source, np.stack([left, right], axis=1), 44100)
+    perf = anim.animate(source, fps=10, idle=False)
+    out = export_mp4(
+        perf, avatar, tmp_path / "o.mp4", head=head, width=32, height=32, progress=False
+    )
+    info = read_video_info(out)
+    assert info["audio_codec"] == "aac" and info["audio_rate"] == 44100
+    assert info["audio_channels"] == 2 and info["audio_kbps"] >= 128
+    # the 9 kHz tone survives in the file's audio
+    import subprocess
+
+    import imageio_ffmpeg
+
+    raw = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(out), "-f", "f32le",
+         "-ac", "2", "-ar", "44100", "-"], capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    decoded = np.frombuffer(raw, np.float32).reshape(-1, 2)[:, 1]
+    spectrum = np.abs(np.fft.rfft(decoded))
+    freqs = np.fft.rfftfreq(decoded.size, 1 / 44100)
+    assert freqs[np.argmax(spectrum)] == pytest.approx(9000, abs=20)
+
+
+def test_a_16khz_mono_file_is_kept_at_16khz(anim, avatar, head, short_speech, tmp_path) -> None:
+    perf = anim.animate(short_speech, fps=10, idle=False)
+    out = export_mp4(
+        perf, avatar, tmp_path / "o.mp4", head=head, width=32, height=32, progress=False
+    )
+    info = read_video_info(out)
+    assert (info["audio_rate"], info["audio_channels"]) == (16000, 1)
+
+
 def test_unwritable_and_bad_outputs(anim, avatar, head, short_speech, tmp_path) -> None:
     perf = anim.animate(short_speech, fps=10)
-    with pytest.raises(TalkingAvatarError, match="does not exist; create it"):
-        export_mp4(perf, avatar, tmp_path / "missing" / "x.mp4", head=head, progress=False)
+    out = export_mp4(
+        perf, avatar, tmp_path / "new" / "x.mp4", head=head, width=32, height=32, progress=False
+    )
+    assert out.is_file()  # a missing folder is created
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TalkingAvatarError, match="file is a file, not a folder"):
+        export_mp4(perf, avatar, tmp_path / "file" / "x.mp4", head=head, progress=False)
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(TalkingAvatarError, match="is a folder; give a file name"):
+        export_mp4(perf, avatar, tmp_path / "dir.mp4", head=head, progress=False)
     with pytest.raises(TalkingAvatarError, match="must be an .mp4"):
         export_mp4(perf, avatar, tmp_path / "x.avi", head=head, progress=False)
     with pytest.raises(TalkingAvatarError, match="unknown camera 'top'"):
@@ -225,3 +272,71 @@ def test_cli_render_from_saved_performance(short_speech, tmp_path, capsys) -> No
         capsys,
     )
     assert code == 2 and "pass the same --audio" in err
+
+
+@pytest.mark.parametrize("command", ["animate", "render"])
+def test_cli_outputs_that_cannot_be_written(short_speech, tmp_path, capsys, command) -> None:
+    """Checked before the slow work: one line, exit 2, and nothing left on disk."""
+    (tmp_path / "plain").write_text("a file")
+    (tmp_path / "folder").mkdir()
+    suffix = ".npz" if command == "animate" else ".mp4"
+    for out, match in (
+        (tmp_path / "plain" / f"x{suffix}", "plain is a file, not a folder"),
+        (tmp_path / "folder", "is a folder; give a file name"),
+    ):
+        code, _, err = run_cli([command, "--audio", str(short_speech), "--out", str(out)], capsys)
+        assert code == 2 and match in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "plain"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_cli_frames_under_a_file(short_speech, tmp_path, capsys) -> None:
+    (tmp_path / "plain").write_text("a file")
+    code, _, err = run_cli(
+        ["render", "--audio", str(short_speech), "--frames", str(tmp_path / "plain" / "f"),
+         "--out", str(tmp_path / "o.mp4")], capsys,
+    )  # fmt: skip
+    assert code == 2 and "cannot create folder" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+
+
+def test_cli_deeply_nested_track(short_speech, tmp_path, capsys) -> None:
+    track = tmp_path / "t.json"
+    track.write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = run_cli(
+        ["animate", "--audio", str(short_speech), "--track", str(track), "--out",
+         str(tmp_path / "p.npz")], capsys,
+    )  # fmt: skip
+    assert code == 2 and "nested too deeply" in err and err.count("\n") == 1
+
+
+def test_outputs_follow_the_umask_and_leave_no_temporary(short_speech, tmp_path, capsys) -> None:
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "p.npz"
+        assert run_cli(["animate", "--audio", str(short_speech), "--out", str(out)], capsys)[0] == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]
+
+
+def test_vertices_are_streamed_into_the_npz(anim, head, short_speech, tmp_path) -> None:
+    perf = anim.animate(short_speech, {"happy": 0.5}, fps=30)
+    path = perf.save(tmp_path / "p.npz", vertices_of=head, chunk=7)  # chunks that do not divide T
+    with np.load(path) as data:
+        vertices = data["vertices"]
+        assert vertices.shape == (75, head.num_vertices, 3) and vertices.dtype == np.float32
+        np.testing.assert_allclose(vertices, head(perf.params).numpy(), atol=1e-6)
+        assert data["expr"].shape[0] == 75 and float(data["fps"]) == 30.0
+
+
+def test_failed_writes_leave_the_old_file_and_no_temporary(tmp_path, monkeypatch) -> None:
+    from avatar.atomic import atomic_path
+
+    target = tmp_path / "a.npz"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.npz"]

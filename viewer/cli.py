@@ -39,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-view", action="store_true", help="write the pictures and the MP4, then stop"
     )
     demo.add_argument("--port", type=int, default=8080, help="the viewer's port (default 8080)")
+    demo.add_argument("--size", type=int, default=512, help="video size in pixels (default 512)")
     _add_flame_flag(demo)
     demo.set_defaults(handler=_run_demo)
 
@@ -229,7 +230,9 @@ def _run_demo(args: argparse.Namespace) -> None:
     speech = asset_path("speech", "sample.wav")
     track = EmotionTrack.load(asset_path("speech", "demo_track.json"))
     perf = anim.animate(speech, track, fps=30)
-    path = export_mp4(perf, load_avatar(None, anim.head), out / "demo.mp4", head=anim.head)
+    avatar = load_avatar(None, anim.head)
+    size = args.size
+    path = export_mp4(perf, avatar, out / "demo.mp4", head=anim.head, width=size, height=size)
     print(f"wrote {path} (the sample speech, neutral -> happy -> sad -> surprised)")
     if not args.no_view:
         from viewer.app import ViewerConfig, run_viewer
@@ -243,7 +246,10 @@ def _run_train(args: argparse.Namespace) -> None:
     import torch
 
     from animator.train import TrainConfig, train
+    from avatar.atomic import check_output_path
     from avatar.flame import load_flame
+
+    check_output_path(args.out, what="--out", folder=True)  # before reading any data
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -270,12 +276,14 @@ def _run_train(args: argparse.Namespace) -> None:
 def _run_eval(args: argparse.Namespace) -> None:
     import shlex
     import sys
-    from pathlib import Path
 
     from animator.animator import BUNDLED_ANIMATOR
     from animator.metrics import LEGEND, evaluate
+    from avatar.atomic import atomic_write_text, check_output_path
     from avatar.flame import load_flame
 
+    if args.out:
+        check_output_path(args.out, what="--out")
     checkpoint = args.checkpoint or BUNDLED_ANIMATOR
     _, table = evaluate(
         checkpoint,
@@ -288,25 +296,30 @@ def _run_eval(args: argparse.Namespace) -> None:
     print(table)
     if args.out:
         command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        path = Path(args.out)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"Made by `{command}`.\n\n{table}\n\n{LEGEND}")
-        tmp.replace(path)
+        path = atomic_write_text(args.out, f"Made by `{command}`.\n\n{table}\n\n{LEGEND}\n")
         print(f"wrote {path}")
 
 
 def _run_animate(args: argparse.Namespace) -> None:
+    from avatar.atomic import check_output_path
+
+    check_output_path(args.out, what="--out")  # before the slow work
     anim, perf = _performance(args)
-    vertices = anim.head(perf.params) if args.vertices else None
-    path = perf.save(args.out, vertices=vertices)
+    path = perf.save(args.out, vertices_of=anim.head if args.vertices else None)
     print(
         f"wrote {path} ({perf.num_frames} frames at {perf.fps:g} fps, {perf.audio.duration:.2f} s)"
     )
 
 
 def _run_render(args: argparse.Namespace) -> None:
+    from avatar.atomic import check_output_path
     from avatar.builder import load_avatar
+    from avatar.paths import ensure_folder
     from viewer.export import export_mp4
+
+    check_output_path(args.out, what="--out")  # before the slow work
+    if args.frames:
+        ensure_folder(args.frames)
 
     if args.performance:
         from animator.animator import load_performance

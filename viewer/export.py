@@ -8,7 +8,6 @@ under a temporary name and renamed when complete: an error or Ctrl-C leaves no p
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,10 +16,13 @@ import numpy as np
 import torch
 
 from animator.animator import Performance
+from animator.audio import SAMPLE_RATE
+from avatar.atomic import atomic_path, check_output_path
 from avatar.binding import GaussianAvatar
 from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameModel
+from avatar.paths import ensure_folder
 from avatar.render import render
 from avatar.sheet import head_camera
 
@@ -71,18 +73,38 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return width + width % 2, height + height % 2
 
 
-def _check_writable(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise TalkingAvatarError(f"{path} is a folder; give the MP4 a file name")
-    if not folder.exists():
-        raise TalkingAvatarError(
-            f"folder {folder} does not exist; create it or choose another --out"
-        )
-    if not os.access(folder, os.W_OK):
-        raise TalkingAvatarError(
-            f"cannot write to {folder}: permission denied; choose another --out"
-        )
+#: Sample rates AAC can carry; other rates are resampled up to the next one (or down to 96 kHz).
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+#: AAC bitrate per channel: transparent for speech at any of those rates.
+AAC_KBPS_PER_CHANNEL = 128
+
+
+def audio_stream_args(source_rate: int, channels: int) -> list[str]:
+    """ffmpeg output options for the MP4's AAC track at the speech's own sample rate."""
+    rate = next((r for r in AAC_RATES if r >= source_rate), AAC_RATES[-1])
+    kbps = AAC_KBPS_PER_CHANNEL * max(1, min(channels, 2))
+    return ["-ar", str(rate), "-ac", str(max(1, min(channels, 2))), "-b:a", f"{kbps}k"]
+
+
+def _speech_source(performance: Performance, scratch: Path) -> tuple[Path, list[str]]:
+    """The audio to mux: the user's original file where it still matches the clip, else the
+    16 kHz samples the models heard. Returns the file and the ffmpeg options for its track."""
+    import soundfile as sf
+
+    audio = performance.audio
+    original = audio.path
+    if original is not None and original.is_file():
+        from animator.audio import probe_audio
+
+        try:
+            info = probe_audio(original)
+        except TalkingAvatarError:
+            info = None
+        if info is not None and abs(info.duration - audio.duration) < 0.05:
+            return original, audio_stream_args(info.sample_rate, info.channels)
+    wav = scratch / "speech.wav"
+    sf.write(wav, audio.samples, SAMPLE_RATE, subtype="PCM_16")
+    return wav, audio_stream_args(SAMPLE_RATE, 1)
 
 
 def export_mp4(
@@ -116,7 +138,6 @@ def export_mp4(
     """
     import imageio.v3 as iio
     import imageio_ffmpeg
-    import soundfile as sf
     from tqdm import tqdm
 
     path = Path(path)
@@ -124,20 +145,14 @@ def export_mp4(
         raise TalkingAvatarError(f"{path}: the output must be an .mp4 file")
     if camera not in CAMERAS:
         raise TalkingAvatarError(f"unknown camera '{camera}'; choose from {', '.join(CAMERAS)}")
-    _check_writable(path)
+    check_output_path(path, what="video")
     w_even, h_even = even_size(width, height)
     bg = parse_colour(background)
-    frames = Path(frames_dir) if frames_dir is not None else None
-    if frames is not None:
-        frames.mkdir(parents=True, exist_ok=True)
+    frames = ensure_folder(frames_dir) if frames_dir is not None else None
     total = performance.num_frames
     fps = performance.fps
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    with tempfile.TemporaryDirectory() as scratch:
-        wav = Path(scratch) / "speech.wav"
-        sf.write(wav, performance.audio.samples, 16_000, subtype="PCM_16")
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(path, what="video") as tmp:
+        speech, audio_args = _speech_source(performance, Path(scratch))
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
             (w_even, h_even),
@@ -146,9 +161,9 @@ def export_mp4(
             pix_fmt_out="yuv420p",
             quality=8,
             macro_block_size=1,
-            audio_path=str(wav),
+            audio_path=str(speech),
             audio_codec="aac",
-            output_params=["-movflags", "+faststart"],
+            output_params=[*audio_args, "-movflags", "+faststart"],
             ffmpeg_log_level="error",
         )
         try:
@@ -174,12 +189,8 @@ def export_mp4(
                         if on_progress is not None:
                             on_progress(frame + 1, total)
             bar.close()
+        finally:
             writer.close()
-            tmp.replace(path)
-        except BaseException:
-            writer.close()
-            tmp.unlink(missing_ok=True)
-            raise
     return path
 
 
@@ -213,6 +224,14 @@ def read_video_info(path: str | Path) -> dict:
             info["pix_fmt"] = "yuv420p" if "yuv420p" in line else None
         if line.startswith("Stream") and " Audio: " in line and not in_output:
             info["audio_codec"] = line.split(" Audio: ")[1].split()[0].rstrip(",")
+            for part in (p.strip() for p in line.split(",")):
+                words = part.split()
+                if len(words) >= 2 and words[1] == "Hz":
+                    info["audio_rate"] = int(words[0])
+                elif len(words) >= 2 and words[1] == "kb/s":
+                    info["audio_kbps"] = int(words[0])
+                elif words[:1] in (["mono"], ["stereo"]):
+                    info["audio_channels"] = 1 if words[0] == "mono" else 2
         if line.startswith("Duration:"):
             hms = line.split()[1].rstrip(",")
             h, m, s = hms.split(":")

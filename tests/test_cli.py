@@ -1,0 +1,84 @@
+"""The console script end to end: demo, train (with --resume), and its defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from viewer.cli import _build_parser, main
+from viewer.export import read_video_info
+
+
+def test_viewer_binds_to_loopback_by_default() -> None:
+    from viewer.app import ViewerConfig
+
+    args = _build_parser().parse_args(["view"])
+    assert args.host == "127.0.0.1" and ViewerConfig().host == "127.0.0.1"
+
+
+def test_demo_without_the_viewer(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["demo", "--no-view", "--out", str(out), "--size", "64"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "avatar_sheet.png",
+        "demo.mp4",
+        "head_preview.png",
+    ]
+    info = read_video_info(out / "demo.mp4")
+    assert info["audio_codec"] == "aac" and (info["width"], info["height"]) == (64, 64)
+    assert info["frames"] > 100  # the whole sample speech at 30 fps
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory, head) -> tuple[Path, Path]:
+    from animator.data.expressions import generate_expression_set
+    from animator.data.talking import generate_talking_set
+
+    root = tmp_path_factory.mktemp("sets")
+    generate_talking_set(root / "talking", small=True, head=head, progress=False, log=None)
+    generate_expression_set(root / "expr", small=True, head=head, progress=False, log=None)
+    return root / "talking", root / "expr"
+
+
+def test_train_end_to_end_and_resume(small_sets, tmp_path: Path, capsys) -> None:
+    from animator import Animator
+
+    talking, expr = small_sets
+    base = ["train", "--talking", str(talking), "--expressions", str(expr), "--threads", "1",
+            "--stage1-steps", "6", "--stage2-steps", "6", "--batch", "4"]  # fmt: skip
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*base, "--out", str(first)]) == 0
+    assert main([*base, "--out", str(second), "--resume", str(first), "--sparsity", "0"]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    a = load_file(str(first / "weights.safetensors"))
+    b = load_file(str(second / "weights.safetensors"))
+    speech = [k for k in a if k.startswith("speech.")]
+    fusion = [k for k in a if k.startswith("fusion.")]
+    assert speech and fusion
+    assert all((a[k] == b[k]).all() for k in speech)  # stage 1 reused as it was
+    assert any((a[k] != b[k]).any() for k in fusion)  # stage 2 trained again (no sparsity)
+    assert first.stat().st_mode & 0o777 == 0o777 & ~_umask()  # the umask, not 0700
+    anim = Animator.load(second)
+    perf = anim.animate(_some_audio(talking), fps=30)
+    assert perf.num_frames > 10 and perf.params.expr.isfinite().all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "second"]  # nothing else left
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _some_audio(talking: Path):
+    from animator.data.vocaset import load_vocaset
+
+    sample = next(iter(load_vocaset(talking)))
+    from animator.audio import load_audio
+
+    return load_audio(sample.audio, sample.sample_rate)
