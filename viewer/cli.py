@@ -119,8 +119,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "eval", help="evaluate an animator on held-out speakers: LVE, FDD, closure, leak, ..."
     )
     ev.add_argument("--checkpoint", default=None, metavar="CKPT", help="default: the bundled one")
-    ev.add_argument("--talking", required=True, metavar="DIR", help="VOCAset-format folder")
-    ev.add_argument("--expressions", required=True, metavar="DIR", help="expression set folder")
+    ev.add_argument("--talking", default=None, metavar="DIR", help="VOCAset-format folder")
+    ev.add_argument("--expressions", default=None, metavar="DIR", help="expression set folder")
+    ev.add_argument(
+        "--speech", default=None, metavar="DIR",
+        help="recordings with phone timings (<clip>.wav + <clip>.json): lip-sync measures",
+    )  # fmt: skip
     ev.add_argument(
         "--ablation", default=None, metavar="CKPT", help="fusion trained without sparsity"
     )
@@ -285,6 +289,20 @@ def _run_eval(args: argparse.Namespace) -> None:
     if args.out:
         check_output_path(args.out, what="--out")
     checkpoint = args.checkpoint or BUNDLED_ANIMATOR
+    if args.speech is not None:
+        from animator import Animator
+        from animator.metrics import SPEECH_LEGEND, evaluate_speech
+
+        anim = Animator.load(checkpoint, head=load_flame(args.flame))
+        _, _, table = evaluate_speech(anim, args.speech)
+        print(table)
+        if args.out:
+            command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            text = f"Made by `{command}`.\n\n{table}\n\n{SPEECH_LEGEND}"
+            print(f"wrote {atomic_write_text(args.out, text)}")
+        return
+    if args.talking is None or args.expressions is None:
+        raise TalkingAvatarError("eval needs --talking DIR and --expressions DIR, or --speech DIR")
     _, table = evaluate(
         checkpoint,
         args.talking,
