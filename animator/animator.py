@@ -20,10 +20,10 @@ import torch
 
 from animator.audio import Audio, load_audio
 from animator.checkpoint import load_checkpoint
+from animator.closure import ClosureKeeper
 from animator.emotion import EMOTIONS, EmotionTrack, as_track
 from animator.features import log_mel
 from animator.idle import add_idle
-from animator.mapping import weights_to_flame
 from animator.models import (
     FusionConfig,
     FusionModule,
@@ -157,6 +157,9 @@ class Animator:
         self.mapping = tensors["mapping"]  # [K_A + K_E, E + 3]
         self.mapping_residual_mm = tensors["mapping_residual_mm"]  # [K]
         self.fps = float(config["speech_model"]["fps"])
+        #: Keep speech closures under emotions (`animator.closure`); off = the paper's plain sum.
+        self.keep_closures = True
+        self._closure_keeper: ClosureKeeper | None = None
         if head.num_vertices != fc["num_vertices"] or self.mapping.shape[1] != head.num_expr + 3:
             raise TalkingAvatarError(
                 f"this animator was trained for a head with {fc['num_vertices']} vertices and "
@@ -225,12 +228,27 @@ class Animator:
     def emotion_code(self, label: str) -> torch.Tensor:
         return self.emotion_codes[EMOTIONS.index(label)]
 
+    @property
+    def closure_keeper(self) -> ClosureKeeper:
+        """The rule that keeps speech closures under emotions, for this head (built once)."""
+        if self._closure_keeper is None:
+            self._closure_keeper = ClosureKeeper.for_head(self.head)
+        return self._closure_keeper
+
     def to_flame(self, w_a: torch.Tensor, w_e: torch.Tensor) -> FlameParams:
-        """FLAME parameters for blend weights: expr and jaw_pose from the mapping, the rest zero."""
-        w = torch.cat([w_a, w_e], dim=1)  # [T, K_A + K_E]
-        expr, jaw = weights_to_flame(self.head, self.mapping, w)
-        params = self.head.neutral_params(w.shape[0])
-        params.expr, params.jaw_pose = expr.float(), jaw.float()
+        """FLAME parameters for blend weights: expr and jaw_pose from the mapping (speech and
+        expression added, the lips kept shut where the speech shuts them unless
+        `keep_closures` is off: `animator.closure`), the rest zero."""
+        k_a = w_a.shape[1]
+        speech = w_a @ self.mapping[:k_a].to(w_a)  # [T, E + 3]
+        expression = w_e @ self.mapping[k_a:].to(w_e)  # [T, E + 3]
+        if self.keep_closures:
+            both = self.closure_keeper.combine(speech, expression)
+        else:
+            both = speech + expression
+        params = self.head.neutral_params(w_a.shape[0])
+        e = self.head.num_expr
+        params.expr, params.jaw_pose = both[:, :e].float(), both[:, e:].float()
         return params
 
     def animate(

@@ -15,7 +15,8 @@ Definitions (vertices in metres; figures reported in millimetres):
   the same clip without emotion, averaged over the seven emotions; mm^2. An emotion that owns
   a lip shape (a smile pulls the corners) raises it by design, so it is read together with:
 - Bilabial closure under emotion: the closure ratio of the same clips with each emotion at
-  intensity 1, averaged over the seven emotions: do the lips still meet on p/b/m?
+  intensity 1, averaged over the seven emotions: do the lips still meet on p/b/m? Both emotion
+  columns go through the shipped path: FLAME, with the closure rule of `animator.closure`.
 """
 
 from __future__ import annotations
@@ -186,13 +187,13 @@ def evaluate(
             speech_only = model.basis.decode(w_a[0] @ model.fusion.speech_coeffs)  # [T, V, 3]
             preds[name] = speech_only
             add(name, "speech_leak", 100 * energy_share(speech_only, upper))
-            base = speech_only
+            # Emotions go through the shipped path (FLAME, with the closure rule).
+            no_emotion = torch.zeros(n, model.emotion_codes.shape[1])
+            base = head(model.to_flame(w_a[0], no_emotion)) - head.v_template  # [T, V, 3]
             emo, closures = [], []
             for e in range(len(EMOTIONS)):
                 w_e = model.emotion_codes[e].expand(n, -1)
-                with_e = model.basis.decode(
-                    w_a[0] @ model.fusion.speech_coeffs + w_e @ model.fusion.expression_coeffs
-                )
+                with_e = head(model.to_flame(w_a[0], w_e)) - head.v_template
                 emo.append(lve(with_e, base, lips))
                 ratio, count = closure_ratio((with_e + template).numpy(), sample.timings, fps, head)
                 if count:

@@ -1,0 +1,86 @@
+"""Keep the lips shut where the speech shuts them, whatever emotion is added on top.
+
+The paper's model is additive: FLAME parameters p = p_A (speech) + p_E (expression). An emotion
+that owns a mouth shape (surprise and fear drop the jaw, disgust raises the upper lip) then
+opens the lips through every p, b and m, and a viewer sees a mouth that never closes. The rule
+here changes nothing else: per frame,
+
+    a_A = max_k G_k . p_A              the speech path's inner-lip gap (mm, linearised)
+    c   = smoothstep((open - a_A) / (open - closed))   1 when the speech says "closed"
+    d   = max(0, G p_E)                how far the expression would open the lips (mm) `[K]`
+    p   = p_A + p_E - c U d
+
+where G `[K, P]` holds, for each of the K central columns of the matched inner-lip contours, the
+gradient of that column's gap in FLAME's expression + jaw parameters (from the head's Jacobian),
+and U `[P, K]` is the least-visible way to close each column by one millimetre: the parameter
+change of smallest skin motion with G U = I, U = H^-1 G^T (G H^-1 G^T)^-1, H = J_skin^T J_skin.
+On the bundled head this is the ARKit-style seal (lips meet, the emotion's jaw and everything
+else stay), which is what people do when they say "b" while surprised. Where speech opens the
+mouth (c = 0), or the expression only presses the lips (d = 0), the sum is the paper's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from animator.mapping import flame_jacobian
+from avatar.flame import FlameModel
+
+__all__ = ["ClosureKeeper"]
+
+#: Speech gaps (mm) at or below `CLOSED_MM` count as a closure, at or above `OPEN_MM` as open.
+CLOSED_MM = 1.0
+OPEN_MM = 3.0
+#: Fraction of the inner-lip contour's columns kept shut, centred (what `inner_lip_gap` measures).
+CENTRAL = 0.6
+
+
+@dataclass(frozen=True)
+class ClosureKeeper:
+    """The closure rule for one head (see the module docstring).
+
+    Attributes:
+        gradient: G `[K, P]`, millimetres of gap of each central inner-lip column per unit of
+            each parameter (expression coefficients, then jaw pose).
+        direction: U `[P, K]`, parameters per millimetre of closing each column, G U = I.
+    """
+
+    gradient: torch.Tensor
+    direction: torch.Tensor
+    closed_mm: float = CLOSED_MM
+    open_mm: float = OPEN_MM
+
+    @classmethod
+    @torch.no_grad()
+    def for_head(cls, head: FlameModel) -> ClosureKeeper:
+        """The rule for a head with matched inner-lip contours (regions lip_upper_inner and
+        lip_lower_inner, ordered across the mouth) and a skin region."""
+        upper = torch.as_tensor(head.region("lip_upper_inner"))
+        lower = torch.as_tensor(head.region("lip_lower_inner"))
+        n = len(upper)
+        drop = int(round(n * (1 - CENTRAL) / 2))
+        upper, lower = upper[drop : n - drop], lower[drop : n - drop]
+        jac = flame_jacobian(head).double().view(head.num_vertices, 3, -1)  # [V, 3, P]
+        g = 1000.0 * (jac[upper, 1] - jac[lower, 1])  # [K, P] mm per unit
+        skin = torch.as_tensor(head.region("skin"))
+        js = jac[skin].reshape(-1, jac.shape[-1])  # [3S, P]
+        h = js.T @ js
+        h = h + 1e-9 * h.diagonal().mean() * torch.eye(len(h), dtype=h.dtype)
+        hg = torch.linalg.solve(h, g.T)  # [P, K]
+        u = hg @ torch.linalg.pinv(g @ hg, rtol=1e-6)  # [P, K]
+        return cls(gradient=g.float(), direction=u.float())
+
+    def speech_closure(self, speech: torch.Tensor) -> torch.Tensor:
+        """c `[T]` in [0, 1] for speech parameters `[T, P]`: 1 where the speech shuts the lips."""
+        gap = (speech @ self.gradient.T.to(speech)).amax(dim=1)  # [T] mm
+        x = ((self.open_mm - gap) / (self.open_mm - self.closed_mm)).clamp(0.0, 1.0)
+        return x * x * (3.0 - 2.0 * x)
+
+    def combine(self, speech: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """Parameters `[T, P]` of speech `[T, P]` plus expression `[T, P]`, the lips kept shut
+        where the speech shuts them."""
+        opening = (expression @ self.gradient.T.to(expression)).clamp_min(0.0)  # [T, K] mm
+        seal = self.speech_closure(speech)[:, None] * opening  # [T, K] mm to take back
+        return speech + expression - seal @ self.direction.T.to(speech)

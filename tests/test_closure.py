@@ -1,0 +1,70 @@
+"""The closure rule: speech closures survive any emotion; everything else stays the paper's sum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from animator import Animator
+from animator.closure import ClosureKeeper
+from animator.data.lips import inner_lip_gap
+from animator.emotion import EMOTIONS, as_track
+
+
+@pytest.fixture(scope="module")
+def anim(head) -> Animator:
+    return Animator.load(head=head)
+
+
+def gap_mm(head, params) -> np.ndarray:
+    return 1000.0 * inner_lip_gap(
+        head(params).numpy(), head.region("lip_upper_inner"), head.region("lip_lower_inner"),
+        anchors=head.region("teeth_upper"), reference=head.v_template.numpy(),
+    )  # fmt: skip
+
+
+def test_direction_closes_each_column_one_millimetre_per_unit(head) -> None:
+    keeper = ClosureKeeper.for_head(head)
+    k = keeper.gradient.shape[0]
+    assert k >= 5  # the central columns of the inner-lip contours
+    torch.testing.assert_close(keeper.gradient @ keeper.direction, torch.eye(k), atol=1e-4, rtol=0)
+    # the gradient is right: a small jaw opening opens the lips by what it predicts
+    p = head.neutral_params(1)
+    p.jaw_pose[0, 0] = 0.05
+    predicted = float(keeper.gradient[:, head.num_expr].max() * 0.05)
+    assert gap_mm(head, p)[0] == pytest.approx(predicted, rel=0.15)
+
+
+def test_open_speech_or_pressing_expression_is_the_plain_sum(head) -> None:
+    keeper = ClosureKeeper.for_head(head)
+    g, u = keeper.gradient, keeper.direction  # [K, P], [P, K]
+    ones = torch.ones(g.shape[0])
+    open_speech = (u @ (6.0 * ones))[None]  # every column 6 mm apart: c = 0
+    closed_speech = torch.zeros(1, g.shape[1])  # gap 0: c = 1
+    opening = (u @ (8.0 * ones))[None]  # the expression opens every column by 8 mm
+    pressing = -opening
+    assert float(keeper.speech_closure(open_speech)) == 0.0
+    assert float(keeper.speech_closure(closed_speech)) == 1.0
+    torch.testing.assert_close(keeper.combine(open_speech, opening), open_speech + opening)
+    torch.testing.assert_close(keeper.combine(closed_speech, pressing), closed_speech + pressing)
+    sealed = keeper.combine(closed_speech, opening)
+    assert (sealed[0] @ g.T).abs().max() < 1e-3  # fully taken back
+
+
+def test_every_emotion_keeps_the_speech_closures(anim: Animator, head) -> None:
+    """Lips shut by speech (jaw closed, as on p/b/m) stay shut with each emotion at 1, while the
+    emotion still shows everywhere else (the plain sum opens them by millimetres)."""
+    closed = torch.zeros(1, anim.num_speech)  # w_A = 0 is the closed, neutral mouth
+    for label in EMOTIONS:
+        w_e = anim.emotion_weights(as_track({label: 1.0}), 1)
+        anim.keep_closures = False
+        plain = anim.to_flame(closed, w_e)
+        anim.keep_closures = True
+        kept = anim.to_flame(closed, w_e)
+        assert gap_mm(head, kept)[0] < 1.0, label
+        upper = head.region("upper_face")
+        diff = (head(kept) - head(plain))[0, upper].norm(dim=-1).max()
+        assert float(diff) < 1e-3, label  # the upper face is the emotion's, untouched
+        if gap_mm(head, plain)[0] > 3.0:
+            assert gap_mm(head, kept)[0] < 0.3 * gap_mm(head, plain)[0], label
