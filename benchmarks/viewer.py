@@ -38,7 +38,7 @@ def _percentiles(values: list[float]) -> str:
 
 def measure_fps(models, mode: str, clients: int, size: int, seconds: float) -> list[float]:
     """Frames per second each client received while all of them played."""
-    from test_viewer import FakePage
+    from viewer_client import FakePage
 
     from viewer.app import ViewerApp, ViewerConfig
 
@@ -65,7 +65,7 @@ def measure_fps(models, mode: str, clients: int, size: int, seconds: float) -> l
 def measure_latency(models, size: int, playing: bool, repeats: int = 12) -> list[float]:
     """Seconds from a slider change (server side, as its on_update runs) to the first frame
     rendered after it leaving the server (flushed)."""
-    from test_viewer import FakePage
+    from viewer_client import FakePage
 
     from viewer.app import ViewerApp, ViewerConfig
 

@@ -1,20 +1,26 @@
-"""The browser viewer, headless: a real ViserServer on a free port, a raw websocket client standing
-in for the page (it sends a camera, reads whatever the server sends), and the session driven
-through its GUI handles. Browser behaviour (audio, screenshots) is in test_viewer_browser.py."""
+"""The browser viewer, headless: a real ViserServer on a free port, a websocket client standing
+in for the page (tests/viewer_client.py: it sends a camera, uploads, reads whatever the server
+sends), and the session driven through its GUI handles. Browser behaviour (audio, screenshots)
+is in test_viewer_browser.py."""
 
 from __future__ import annotations
 
+import base64
+import io
+import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import msgspec
 import numpy as np
 import pytest
+import soundfile as sf
 import viser
-from viser import _messages
-from websockets.sync.client import connect
+from viewer_client import PART_BYTES, FakePage
 
 from animator import Animator
 from animator.audio import Audio
@@ -22,61 +28,23 @@ from avatar.builder import load_avatar
 from avatar.camera import Camera
 from avatar.flame import load_flame
 from avatar.sheet import head_camera
+from viewer import _viser_compat as compat
 from viewer.app import (
+    MAX_UPLOAD_BYTES,
     AudioClock,
+    ClientSession,
     ViewerApp,
     ViewerConfig,
     check_port_free,
     image_size,
 )
-from viewer.playback import ClockReport, audio_element_js, command_js
+from viewer.origins import OriginPolicy, normalize_origin
+from viewer.playback import ERROR_WINDOW, ClockReport, audio_element_js, command_js
 
 pytestmark = pytest.mark.filterwarnings("ignore:Queued a .* on a closed connection")
 SIZE = 128  # small frames keep the suite fast; the benchmark measures 512
-
-
-class FakePage:
-    """A websocket client speaking viser's protocol: enough of a browser for the server to
-    start a session (it needs one camera message) and to receive what the session sends."""
-
-    def __init__(self, port: int, *, width: int = SIZE, height: int = SIZE) -> None:
-        self.ws = connect(
-            f"ws://127.0.0.1:{port}",
-            subprotocols=[f"viser-v{viser.__version__}"],
-            max_size=None,
-        )
-        self.received = 0
-        self.closed = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        cam = head_camera("front", width, height)
-        self.send(
-            _messages.ViewerCameraMessage(
-                wxyz=tuple(float(x) for x in cam.wxyz),
-                position=tuple(float(x) for x in cam.camera_center),
-                fov=cam.fov_y,
-                near=0.01,
-                far=100.0,
-                image_height=height,
-                image_width=width,
-                look_at=(0.0, 0.0, 0.0),
-                up_direction=(0.0, 1.0, 0.0),
-            )  # fmt: skip
-        )
-
-    def send(self, message: _messages.Message) -> None:
-        self.ws.send(msgspec.msgpack.encode(message.as_serializable_dict()))
-
-    def _read(self) -> None:
-        try:
-            for _ in self.ws:
-                self.received += 1
-        except Exception:  # noqa: BLE001 - the connection closing ends the reader
-            pass
-        self.closed.set()
-
-    def close(self) -> None:
-        self.ws.close()
+PROXY = "https://studio.example:9443"  # an origin the test server is told to allow
+MIB = 2**20
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +57,21 @@ def models():
 @pytest.fixture(scope="module")
 def app(models):
     anim, avatar = models
-    cfg = ViewerConfig(port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0)
+    cfg = ViewerConfig(
+        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
+        allow_origins=(PROXY,),
+    )  # fmt: skip
     viewer = ViewerApp(cfg, animator=anim, avatar=avatar)
     viewer.start()
     yield viewer
     viewer.stop()
+
+
+def _tone_file(seconds: float, fmt: str = "FLAC", rate: int = 16_000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(2 * np.pi * 220 * t), rate, format=fmt)
+    return buffer.getvalue()
 
 
 def _session(app: ViewerApp, page: FakePage):
@@ -103,10 +81,24 @@ def _session(app: ViewerApp, page: FakePage):
         new = set(app.sessions) - before
         if new:
             session = app.sessions[new.pop()]
-            assert session.wait_frames(1, timeout=20)
+            # Its first frames may be out already (paused, it then waits for a change): wait
+            # for a first frame, not for one more.
+            while session.frames_sent < 1 and time.monotonic() < deadline + 20:
+                time.sleep(0.02)
+            assert session.frames_sent >= 1
             return session
         time.sleep(0.02)
     raise AssertionError("no session started")
+
+
+@contextmanager
+def _tab(app: ViewerApp) -> Iterator[tuple[FakePage, ClientSession]]:
+    """A tab connected for the length of a with-block, and its session."""
+    page = FakePage(app.server.get_port())
+    try:
+        yield page, _session(app, page)
+    finally:
+        page.close()
 
 
 def _next_frame(session) -> np.ndarray:
@@ -247,41 +239,225 @@ def test_upload_bad_file_and_disconnect_mid_export_leave_server_healthy(app, tmp
         again.close()
 
 
-def test_upload_size_limit_is_enforced_on_the_server(app):
-    page = FakePage(app.server.get_port())
-    try:
-        session = _session(app, page)
-        uuid = session.controls.upload._impl.uuid
-        page.send(
-            _messages.FileTransferStartUpload(
-                source_component_uuid=uuid,
-                transfer_uuid="big",
-                filename="big.wav",
-                mime_type="audio/wav",
-                part_count=2,
-                size_bytes=60 * 1024 * 1024,
-            )  # fmt: skip
+def test_upload_over_the_limit_is_refused_while_it_arrives(app):
+    """A real transfer over the websocket: the callback never sees an oversized file and the
+    server never buffers more than the limit."""
+    with _tab(app) as (page, session):
+        arrived: list[int] = []
+        session._on_upload = lambda: arrived.append(1)  # what viser calls once a file is whole
+        button = compat.element_uuid(session.controls.upload)
+        part = bytes(PART_BYTES)
+
+        # Announced as 60 MB: refused at once; the parts the page sends anyway are discarded.
+        big = page.start_upload(button, "big.wav", size=60 * MIB)
+        for i in range(3):
+            page.send_part(button, big, i, part)
+        body = page.wait_notification("Upload refused")
+        assert body == "big.wav: 60 MB is over the 50 MB limit; upload a shorter recording"
+        page.wait_ack(big, 60 * MIB)  # the page's button is told the transfer is over
+        assert compat.buffered_upload_bytes(session.client) == 0
+
+        # Announced as exactly 50 MB but in one part more: buffered up to the limit, then
+        # dropped whole on the part that passes it.
+        liar = page.start_upload(button, "liar.wav", size=MAX_UPLOAD_BYTES, parts=101)
+        for i in range(100):
+            page.send_part(button, liar, i, part)
+        page.wait_ack(liar, MAX_UPLOAD_BYTES)
+        assert compat.buffered_upload_bytes(session.client) == MAX_UPLOAD_BYTES
+        page.send_part(button, liar, 100, part)
+        page.wait_for(
+            lambda m: (
+                m.get("type") == "NotificationShowMessage"
+                and m["props"]["body"].startswith("liar.wav")
+            )
         )
-        deadline = time.monotonic() + 5
-        states = app.server.gui._current_file_upload_states
-        time.sleep(0.3)
-        while "big" in states and time.monotonic() < deadline:
+        assert compat.buffered_upload_bytes(session.client) == 0
+        assert ("Upload refused", "liar.wav: it sent more than the 50 MB it announced") in (
+            page.notifications()
+        )
+        time.sleep(0.3)  # any late callback would have been queued by now
+        assert arrived == []
+
+
+def test_upload_guard_passes_honest_files_one_at_a_time(app):
+    with _tab(app) as (page, session):
+        button = compat.element_uuid(session.controls.upload)
+        # A small lie is caught on the first part past the announced size.
+        liar = page.start_upload(button, "small.wav", size=600_000, parts=4)
+        page.send_part(button, liar, 0, bytes(PART_BYTES))
+        page.wait_ack(liar, PART_BYTES)
+        page.send_part(button, liar, 1, bytes(PART_BYTES))
+        assert page.wait_notification("Upload refused") == (
+            "small.wav: it sent more than the 0.6 MB it announced"
+        )
+        assert compat.buffered_upload_bytes(session.client) == 0
+
+        # While one transfer arrives, a second from the same tab is refused.
+        first = page.start_upload(button, "first.flac", size=3 * PART_BYTES)
+        page.send_part(button, first, 0, bytes(PART_BYTES))
+        page.wait_ack(first, PART_BYTES)
+        page.start_upload(button, "second.flac", size=1000)
+        page.wait_for(
+            lambda m: (
+                m.get("type") == "NotificationShowMessage"
+                and m["props"]["body"].startswith("second.flac")
+            )
+        )
+        assert (
+            "Upload refused",
+            "second.flac: another upload from this tab is still arriving; wait for it to finish",
+        ) in page.notifications()
+        page.close()  # the tab goes: its half-received transfer goes with it
+        deadline = time.monotonic() + 10
+        while compat.buffered_upload_bytes(session.client) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert "big" not in states
-    finally:
-        page.close()
+        assert compat.buffered_upload_bytes(session.client) == 0
+
+    # A real file through the real protocol reaches the session and becomes the clip.
+    with _tab(app) as (page, session):
+        button = compat.element_uuid(session.controls.upload)
+        page.upload(button, "tone.flac", _tone_file(2.0))
+        assert page.wait_notification("Speech loaded") == "tone.flac (2.0 s). Press Play."
+        assert session.clip.name == "tone.flac"
 
 
-def test_share_url_request_is_refused(app):
-    page = FakePage(app.server.get_port())
-    try:
-        _session(app, page)
-        page.send(_messages.ShareUrlRequest())
-        time.sleep(0.5)
-        assert app.server._share_tunnel is None
-        assert app.server.request_share_url() is None
-    finally:
-        page.close()
+def test_uploads_are_analysed_one_per_tab_and_two_per_server(app):
+    with _tab(app) as (page, session):
+        old = session.clip
+        tone = _tone_file(1.0)
+        with session._analysing:  # this tab is busy analysing
+            assert not session.load_upload("tone.flac", tone)
+        assert page.wait_notification("Upload refused") == (
+            "tone.flac: this tab is still analysing the last upload; wait for it to finish"
+        )
+        slots = app.analysis_slots
+        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)  # two others run
+        try:
+            assert not slots.acquire(blocking=False), "two analyses at most"
+            worker = threading.Thread(target=session.load_upload, args=("tone.flac", tone))
+            worker.start()
+            assert page.wait_notification("Waiting").startswith("The server is analysing")
+            time.sleep(0.3)
+            assert worker.is_alive() and session.clip is old  # it waits, it does not decode
+        finally:
+            slots.release()
+        worker.join(timeout=60)
+        slots.release()
+        assert session.clip.name == "tone.flac"
+
+
+def test_long_upload_is_refused_from_its_header(app):
+    with _tab(app) as (page, session):
+        header = io.BytesIO()
+        # 11 minutes of 8 kHz silence (about 10 MB as 8-bit WAV): over the 10-minute limit.
+        sf.write(header, np.zeros(8_000 * 660, np.float32), 8_000, format="WAV", subtype="PCM_U8")
+        assert not session.load_upload("long.wav", header.getvalue())
+        assert page.wait_notification("Upload refused") == (
+            "long.wav lasts 11.0 minutes; at most 10.0 minutes can be used here: "
+            "use a shorter recording"
+        )
+
+
+def test_uploaded_file_name_is_shown_as_text(app):
+    """A name that is HTML (or markdown) shows as the same characters, and stays inert."""
+    markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py renders markdown")
+    name = "<img src=x onerror=alert(1)>.wav"
+    with _tab(app) as (page, session):
+        page.upload(compat.element_uuid(session.controls.upload), name, _tone_file(1.0, "WAV"))
+        assert page.wait_notification("Speech loaded").startswith(name)
+        shown = session.controls.status.content
+        html = markdown_it.MarkdownIt("commonmark", {"html": True}).render(shown)
+        assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;.wav" in html
+
+
+def _handshake(port: int, origin: str | None) -> int:
+    """HTTP status of a raw WebSocket opening handshake (101: accepted)."""
+    headers = [
+        "GET / HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13",
+        f"Sec-WebSocket-Protocol: viser-v{viser.__version__}",
+    ] + ([f"Origin: {origin}"] if origin is not None else [])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(status_line.split()[1])
+
+
+def test_websocket_handshake_checks_the_origin(app):
+    port = app.server.get_port()
+    for evil in (
+        "http://evil.example",
+        f"http://evil.example:{port}",  # DNS rebinding: a foreign name resolving to us
+        f"http://127.0.0.1:{port + 1}",  # another local program's page
+        f"https://localhost:{port}",
+        "null",  # sandboxed frames and file: pages
+    ):
+        assert _handshake(port, evil) == 403, evil
+    for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}"):
+        assert _handshake(port, own) == 101, own
+    assert _handshake(port, PROXY) == 101  # --allow-origin
+    assert _handshake(port, None) == 101  # not a browser page: scripts, this test's client
+    # The page itself (plain HTTP, no upgrade) is still served.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_origin_policy_rules():
+    local = OriginPolicy.from_flags("127.0.0.1", ["HTTP://Studio.LAN"])
+    assert local.allowed == {"http://studio.lan:80"}
+    assert local.accepts("http://studio.lan", "x", 8080)
+    assert local.accepts("http://localhost:8080", "localhost:8080", 8080)
+    assert not local.accepts("http://192.168.1.5:8080", "192.168.1.5:8080", 8080)
+    lan = OriginPolicy.from_flags("0.0.0.0", [])
+    # Reached by this machine's address: the origin is the address the browser connected to.
+    assert lan.accepts("http://192.168.1.5:8080", "192.168.1.5:8080", 8080)
+    assert not lan.accepts("http://192.168.1.5:8080", "10.0.0.2:8080", 8080)
+    assert not lan.accepts("http://myhost.lan:8080", "myhost.lan:8080", 8080)  # names: flag
+    assert OriginPolicy.from_flags("192.168.1.5", []).accepts("http://192.168.1.5:8080", None, 8080)
+    assert normalize_origin("http://[::1]:8080/") == "http://[::1]:8080"
+    for bad in ("studio.lan:8080", "ftp://x", "http://x/path", "http://x:99999", "*"):
+        with pytest.raises(Exception, match="is not an origin; give scheme://host"):
+            normalize_origin(bad)
+
+
+def test_bad_allow_origin_is_one_line_and_exit_2():
+    proc = subprocess.run(
+        [sys.executable, "-m", "viewer.cli", "view", "--port", "0", "--allow-origin", "*"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "talking-avatar: error: --allow-origin '*' is not an origin; give scheme://host[:port], "
+        "e.g. http://studio.lan:8080"
+    ]
+
+
+def test_share_url_request_opens_no_tunnel(app, monkeypatch):
+    asked: list[object] = []
+    # viser's own handler would call this on its thread pool; ours must not reach it.
+    monkeypatch.setattr(type(app.server), "request_share_url", lambda *a, **k: asked.append(a))
+    with _tab(app) as (page, _):
+        page.send(compat.messages.ShareUrlRequest())
+        assert page.wait_notification("Sharing is off") == "This viewer does not open public links."
+        time.sleep(0.5)  # the pool would have run viser's handler by now
+        assert asked == []
+        assert not any(m.get("type") == "ShareUrlUpdated" for m in page.messages)
+
+
+def test_clock_keeps_a_bounded_window_of_errors():
+    now = [0.0]
+    clock = AudioClock(10.0, loop=True, clock=lambda: now[0])
+    seq = clock.play()
+    for i in range(ERROR_WINDOW + 500):
+        now[0] += 0.05
+        clock.report(ClockReport(clock.position() - 0.001 * (i % 7), False, seq))
+    assert len(clock.errors) == ERROR_WINDOW and clock.reports == ERROR_WINDOW + 500
+    assert clock.errors[-1] == pytest.approx(0.001 * ((ERROR_WINDOW + 499) % 7))
 
 
 def test_splats_mode_sends_posed_gaussians(models):
@@ -374,3 +550,13 @@ def test_import_starts_nothing():
         "assert threading.active_count() == 1, threading.enumerate()"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_other_viser_release_is_refused(models, monkeypatch):
+    anim, avatar = models
+    monkeypatch.setattr(viser, "__version__", "1.2.0")
+    with pytest.raises(Exception) as err:
+        ViewerApp(ViewerConfig(port=0), animator=anim, avatar=avatar)
+    assert str(err.value) == (
+        "viser 1.2.0 is installed but the viewer needs viser 1.1.1; run: pip install viser==1.1.1"
+    )

@@ -146,3 +146,90 @@ def test_page_shows_avatar_plays_audio_and_reacts_to_a_slider(viewer, tmp_path):
         _keep(after, "viewer_angry.png")
     finally:
         driver.quit()
+
+
+# Opens a WebSocket to the viewer from whatever page the browser shows; reports how it ended.
+TRY_SOCKET = """
+const done = arguments[arguments.length - 1];
+const ws = new WebSocket(arguments[0], [arguments[1]]);
+ws.onopen = () => { ws.close(); done("open"); };
+ws.onerror = () => done("refused");
+"""
+
+
+def test_other_sites_cannot_connect_and_names_stay_text(viewer, tmp_path):
+    """In a real browser: a page from another origin cannot open the viewer's WebSocket (the
+    viewer's own page can), and an uploaded file named like HTML shows as text."""
+    import functools
+    import http.server
+    import threading
+
+    import soundfile as sf
+    import viser
+    from selenium.webdriver.common.by import By
+
+    port = viewer.server.get_port()
+    ws_url, protocol = f"ws://127.0.0.1:{port}", f"viser-v{viser.__version__}"
+    # Another site: any other origin, here another port on this machine.
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    (tmp_path / "index.html").write_text("<html><body>another site</body></html>")
+    driver = _driver()
+    try:
+        driver.set_script_timeout(20)
+        driver.get(f"http://127.0.0.1:{other.server_address[1]}/")
+        assert driver.execute_async_script(TRY_SOCKET, ws_url, protocol) == "refused"
+
+        driver.get(f"http://127.0.0.1:{port}")
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 20, "the panel")
+        assert driver.execute_async_script(TRY_SOCKET, ws_url, protocol) == "open"
+
+        name = "<img src=x onerror=alert(1)>.wav"
+        session = viewer.wait_for_session(1)[-1]
+        speech = tmp_path / "tone.wav"
+        sf.write(speech, 0.3 * np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 220), 16_000)
+        assert session.load_upload(name, speech.read_bytes())
+        _wait(lambda: name in driver.find_element(By.TAG_NAME, "body").text, 10, "the name")
+        # No element came from the name (an alert would also have stopped the driver here).
+        assert (
+            driver.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
+        )
+        _keep(_screenshot(driver), "viewer_hostile_name.png")
+    finally:
+        driver.quit()
+        other.shutdown()
+
+
+def test_upload_button_refuses_a_large_file_as_it_starts(viewer, tmp_path):
+    """The page's own upload button with a 60 MB file: refused from its announcement, nothing
+    buffered, on_upload never called, and the button usable again."""
+    from selenium.webdriver.common.by import By
+
+    from viewer._viser_compat import buffered_upload_bytes, element_uuid
+
+    big = tmp_path / "big.wav"
+    with open(big, "wb") as f:
+        f.truncate(60 * 2**20)
+    driver = _driver()
+    try:
+        driver.get(f"http://127.0.0.1:{viewer.server.get_port()}")
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 20, "the panel")
+        session = viewer.wait_for_session(1)[-1]
+        called: list[int] = []
+        session._on_upload = lambda: called.append(1)
+        button = element_uuid(session.controls.upload)
+        driver.find_element(By.ID, f"file_upload_{button}").send_keys(str(big))
+        peak = 0
+        deadline = time.monotonic() + 20
+        while "Upload refused" not in driver.find_element(By.TAG_NAME, "body").text:
+            assert time.monotonic() < deadline, "no refusal shown"
+            peak = max(peak, buffered_upload_bytes(session.client))
+            time.sleep(0.02)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "big.wav: 60 MB is over the 50 MB limit; upload a shorter recording" in body
+        _wait(lambda: driver.find_element(By.ID, button).is_enabled(), 10, "the button")
+        time.sleep(1.0)  # the page keeps sending parts: none may be kept
+        assert peak == 0 and buffered_upload_bytes(session.client) == 0 and called == []
+    finally:
+        driver.quit()

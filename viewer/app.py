@@ -21,6 +21,9 @@ import socket
 import tempfile
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +41,9 @@ from avatar.errors import TalkingAvatarError
 from avatar.gaussians import SH_C0, Gaussians
 from avatar.render import render
 from avatar.sheet import HEAD_FOV_Y, HEAD_TARGET, head_camera
+from viewer import _viser_compat as compat
 from viewer import gui as gui_layout
+from viewer.origins import OriginPolicy
 from viewer.playback import AudioClock, ClockReport, audio_element_js, command_js, wav_bytes
 
 MODES = ("image", "splats")
@@ -46,6 +51,13 @@ MODES = ("image", "splats")
 UPLOAD_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UPLOAD_SECONDS = 600.0
+#: Uploads decoded and analysed at once on one server (a 10-minute file keeps a core busy for
+#: about two minutes); later ones wait for a slot. One tab analyses one upload at a time.
+MAX_PARALLEL_ANALYSES = 2
+#: Frames and slider-to-frame latencies kept per session for statistics (the newest ones):
+#: at 25 fps, 20 000 frames are the last 13 minutes.
+FRAME_LOG_LEN = 20_000
+LATENCY_LOG_LEN = 2_000
 #: After the last camera message, the camera counts as moving for this long (seconds): frames
 #: are rendered small meanwhile, then once at full size.
 CAMERA_REST_S = 0.25
@@ -74,6 +86,9 @@ class ViewerConfig:
         jpeg_quality: JPEG quality of the frames (1-100).
         seed: seed of the idle layer.
         backend: renderer backend (auto, cpu, gsplat).
+        allow_origins: web origins, besides the viewer's own page, whose pages may connect
+            (`viewer.origins`), e.g. ("https://avatar.example.org",) behind a reverse proxy.
+        max_upload_bytes, max_upload_seconds: the largest and longest speech upload accepted.
     """
 
     audio: str | Path | None = None
@@ -91,6 +106,9 @@ class ViewerConfig:
     jpeg_quality: int = 85
     seed: int = 0
     backend: str = "auto"
+    allow_origins: tuple[str, ...] = ()
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_upload_seconds: float = MAX_UPLOAD_SECONDS
 
 
 @dataclass
@@ -206,7 +224,10 @@ def image_size(aspect: float, side: int) -> tuple[int, int]:
 
 
 class _Cancelled(Exception):
-    """The client left while its export ran."""
+    """The client left while its export ran or its upload waited."""
+
+
+_BUSY = "this tab is still analysing the last upload; wait for it to finish"
 
 
 class ClientSession:
@@ -236,10 +257,11 @@ class ClientSession:
         self._full_res_pending = False
         self._changed_at: float | None = None
         self._started = False
-        #: Frame statistics for benchmarks: (monotonic time flushed, media time shown).
-        self.frame_log: list[tuple[float, float]] = []
-        #: Seconds from a control change to the first frame that shows it leaving the server.
-        self.change_latencies: list[float] = []
+        #: Frame statistics for benchmarks: (monotonic time flushed, media time shown), newest.
+        self.frame_log: deque[tuple[float, float]] = deque(maxlen=FRAME_LOG_LEN)
+        #: Seconds from a control change to the first frame that shows it leaving the server
+        #: (the newest ones).
+        self.change_latencies: deque[float] = deque(maxlen=LATENCY_LOG_LEN)
         #: The last image sent `[H, W, 3]` uint8 (image mode) and how many frames were sent.
         self.last_image: np.ndarray | None = None
         self.frames_sent = 0
@@ -247,7 +269,14 @@ class ClientSession:
         self._splats: viser.GaussianSplatHandle | None = None
         #: The bytes of the last MP4 exported (also offered to the page for download).
         self.last_export: bytes | None = None
+        #: Held while this tab decodes and analyses an upload (one at a time per tab).
+        self._analysing = threading.Lock()
 
+        # Before the upload button exists: no transfer may reach it unguarded.
+        compat.guard_uploads(
+            client, max_bytes=self.config.max_upload_bytes, admit=self._admit_upload,
+            refuse=self._refuse_upload,
+        )  # fmt: skip
         self.controls = gui_layout.build_controls(
             client, duration=self.clip.duration, clip_name=self.clip.name
         )
@@ -296,22 +325,15 @@ class ClientSession:
         c.clock_report.on_update(self._on_clock_report)
         self.client.camera.on_update(lambda _: self._on_camera())
 
-    def _send_js(self, source: str) -> None:
-        """Run JavaScript in this client's page only (viser's private channel, see the note:
-        broadcasting it would replay every snippet to every future client)."""
-        from viser._messages import RunJavascriptMessage
-
-        self.client._websock_connection.queue_message(RunJavascriptMessage(source=source))
-        self.client.flush()
-
     def _send_audio(self) -> None:
-        self._send_js(
+        compat.run_javascript(
+            self.client,
             audio_element_js(
                 self.clip.wav,
-                self.controls.clock_report._impl.uuid,
+                compat.element_uuid(self.controls.clock_report),
                 loop=self.clock.loop,
                 seq=self.clock.seq,
-            )
+            ),
         )
         # The page captures viser's websocket worker at its next send; a tiny fov change
         # (0.006 degrees, above viser's allclose) makes the page send its camera back at once,
@@ -329,7 +351,7 @@ class ClientSession:
         self._wake.set()
 
     def _command(self, seq: int, *, seek: float | None = None) -> None:
-        self._send_js(command_js(self.clock, seq, seek=seek))
+        compat.run_javascript(self.client, command_js(self.clock, seq, seek=seek))
         self._changed()
 
     def _on_start(self) -> None:
@@ -575,6 +597,8 @@ class ClientSession:
         else:
             side = self.config.moving_side if moving else self.config.max_side
             image = self.render_image(media, side=side)
+            if self._closed.is_set():
+                return  # the tab left while this frame was rendered
             self.client.scene.set_background_image(
                 image, format="jpeg", jpeg_quality=self.config.jpeg_quality
             )
@@ -584,8 +608,6 @@ class ClientSession:
         with self._frame_cond:
             self.frames_sent += 1
             self.frame_log.append((sent, media))
-            if len(self.frame_log) > 20_000:
-                del self.frame_log[:10_000]
             if changed_at is not None:
                 self.change_latencies.append(sent - changed_at)
             self._frame_cond.notify_all()
@@ -621,6 +643,24 @@ class ClientSession:
 
     # -- upload ------------------------------------------------------------------------------
 
+    def _upload_problem(self, name: str, size: int) -> str | None:
+        """Why an upload of this name and size is refused, or None."""
+        if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
+            return "not a speech file this viewer reads; upload wav, flac, mp3 or ogg"
+        return compat.oversize_reason(size, self.config.max_upload_bytes)
+
+    def _admit_upload(self, name: str, size: int) -> str | None:
+        """Whether a transfer may start (None) or why not (called as it starts; the byte
+        limits are enforced by `compat.guard_uploads` while the bytes arrive)."""
+        if self._analysing.locked():
+            return _BUSY
+        return self._upload_problem(name, size)
+
+    def _refuse_upload(self, name: str, reason: str) -> None:
+        self.client.add_notification(
+            "Upload refused", f"{gui_layout.display_name(name)}: {reason}", color="red"
+        )
+
     def _on_upload(self) -> None:
         upload = self.controls.upload.value
         threading.Thread(
@@ -629,46 +669,53 @@ class ClientSession:
 
     def load_upload(self, name: str, content: bytes) -> bool:
         """Check, decode and analyse an uploaded file, then play it; a bad file shows a message
-        in the page and changes nothing. Returns whether the clip was replaced."""
+        in the page and changes nothing. One upload per tab at a time, and at most
+        `MAX_PARALLEL_ANALYSES` per server (the others wait for a slot). Returns whether the
+        clip was replaced."""
+        if not self._analysing.acquire(blocking=False):
+            self._refuse_upload(name, _BUSY)
+            return False
+        try:
+            return self._analyse_upload(name, content)
+        finally:
+            self._analysing.release()
+
+    def _analyse_upload(self, name: str, content: bytes) -> bool:
+        cfg = self.config
+        shown = gui_layout.display_name(name)
         progress = self.controls.upload_progress
         note = None
         try:
-            suffix = Path(name).suffix.lower()
-            if suffix not in UPLOAD_SUFFIXES:
-                raise TalkingAvatarError(
-                    f"{name}: not a speech file this viewer reads; upload wav, flac, mp3 or ogg"
-                )
-            if len(content) > MAX_UPLOAD_BYTES:
-                raise TalkingAvatarError(
-                    f"{name} is {len(content) / 2**20:.0f} MB; upload at most 50 MB"
-                )
-            note = self.client.add_notification(
-                f"Animating {name}", "Reading and analysing the speech...", loading=True,
-                with_close_button=False,
-            )  # fmt: skip
-            progress.visible = True
-            progress.value = 10.0
-            with tempfile.TemporaryDirectory() as scratch:
-                path = Path(scratch) / f"upload{suffix}"
-                path.write_bytes(content)
-                audio = load_audio(path)
-            audio.path = None
-            if audio.duration > MAX_UPLOAD_SECONDS:
-                raise TalkingAvatarError(
-                    f"{name} lasts {audio.duration / 60:.1f} minutes; upload at most 10 minutes"
-                )
-            progress.value = 40.0
-            clip = make_clip(
-                self.app.animator, audio, name=Path(name).name, fps=self.config.anim_fps
-            )
+            problem = self._upload_problem(name, len(content))
+            if problem is not None:
+                raise TalkingAvatarError(f"{shown}: {problem}")
+            with self._analysis_slot():
+                note = self.client.add_notification(
+                    f"Animating {shown}", "Reading and analysing the speech...", loading=True,
+                    with_close_button=False,
+                )  # fmt: skip
+                progress.visible = True
+                progress.value = 10.0
+                with tempfile.TemporaryDirectory(prefix="talking-avatar-upload-") as scratch:
+                    path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
+                    path.write_bytes(content)
+                    # Refused from the header before decoding; never decodes past the limit.
+                    audio = load_audio(path, max_seconds=cfg.max_upload_seconds, label=shown)
+                audio.path = None
+                progress.value = 40.0
+                clip = make_clip(self.app.animator, audio, name=Path(name).name, fps=cfg.anim_fps)
             progress.value = 90.0
+            if self._closed.is_set():
+                return False
             self.set_clip(clip)
+        except _Cancelled:
+            return False
         except TalkingAvatarError as err:
             self.client.add_notification("Upload refused", str(err), color="red")
             return False
         except Exception as err:  # noqa: BLE001 - the server must survive any upload
             self.client.add_notification(
-                "Upload failed", f"{name}: {type(err).__name__}: {err}", color="red"
+                "Upload failed", f"{shown}: {type(err).__name__}: {err}", color="red"
             )
             return False
         finally:
@@ -676,10 +723,31 @@ class ClientSession:
                 note.remove()
             progress.visible = False
         self.client.add_notification(
-            "Speech loaded", f"{clip.name} ({clip.duration:.1f} s). Press Play.",
+            "Speech loaded", f"{shown} ({clip.duration:.1f} s). Press Play.",
             auto_close_seconds=5.0, color="green",
         )  # fmt: skip
         return True
+
+    @contextmanager
+    def _analysis_slot(self) -> Iterator[None]:
+        """One of the server's analysis slots, waiting (and saying so) while all are taken;
+        raises _Cancelled when the tab closes meanwhile."""
+        slots = self.app.analysis_slots
+        if not slots.acquire(blocking=False):
+            waiting = self.client.add_notification(
+                "Waiting", "The server is analysing other uploads; yours starts next.",
+                loading=True, with_close_button=False,
+            )  # fmt: skip
+            try:
+                while not slots.acquire(timeout=0.5):
+                    if self._closed.is_set():
+                        raise _Cancelled
+            finally:
+                waiting.remove()
+        try:
+            yield
+        finally:
+            slots.release()
 
     def set_clip(self, clip: Clip) -> None:
         """Play another clip: a new clock (paused at 0), timeline, plot and page audio."""
@@ -788,6 +856,9 @@ class ViewerApp:
         from avatar.paths import asset_path
 
         self.config = config or ViewerConfig()
+        # Flags first: a typo should not wait for the models to load.
+        compat.check_version()
+        self.origin_policy = OriginPolicy.from_flags(self.config.host, self.config.allow_origins)
         if self.config.mode not in MODES:
             raise TalkingAvatarError(
                 f"unknown viewer mode {self.config.mode!r}; use {' or '.join(MODES)}"
@@ -815,6 +886,8 @@ class ViewerApp:
             backend=self.config.backend,
         )
         self.server: viser.ViserServer | None = None
+        #: Uploads being decoded and analysed at once, server-wide (see MAX_PARALLEL_ANALYSES).
+        self.analysis_slots = threading.BoundedSemaphore(MAX_PARALLEL_ANALYSES)
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
         self._session_ready = threading.Condition(self._sessions_lock)
@@ -827,27 +900,22 @@ class ViewerApp:
         return f"http://{shown}:{self.server.get_port()}"
 
     def start(self) -> str:
-        """Start listening; returns the URL. Raises TalkingAvatarError when the port is taken."""
-        from viser import _messages
+        """Start listening; returns the URL. Raises TalkingAvatarError when the port is taken.
 
+        Only the viewer's own page and the configured origins may open its WebSocket
+        (`viewer.origins`); others get HTTP 403 at the handshake."""
         cfg = self.config
         check_port_free(cfg.host, cfg.port)
-        server = viser.ViserServer(host=cfg.host, port=cfg.port, verbose=False)
+        server = compat.start_server(cfg.host, cfg.port, accept=self.origin_policy.accepts)
         if cfg.port != 0 and server.get_port() != cfg.port:
             server.stop()  # taken between our check and viser's bind: viser moved on silently
             raise TalkingAvatarError(
                 f"port {cfg.port} on {cfg.host} was taken while starting; pass another --port"
             )
         self.server = server
-        # No public share tunnel, whoever asks: hide the button and drop the request handler
+        # No public share tunnel, whoever asks: hide the button and replace the request handler
         # (any page can send ShareUrlRequest; viser would open share.viser.studio).
-        ws = server._websock_server
-        ws.unregister_handler(_messages.ShareUrlRequest)
-        ws.register_handler(_messages.ShareUrlRequest, self._refuse_share)
-        server.request_share_url = self._refuse_share_url  # type: ignore[method-assign]
-        # Uploads: stop buffering a transfer as soon as it claims or sends more than the limit.
-        ws.register_handler(_messages.FileTransferStartUpload, self._limit_upload)
-        ws.register_handler(_messages.FileTransferPart, self._limit_upload)
+        compat.replace_share_handler(server, self._refuse_share)
         server.gui.configure_theme(
             control_width="large", show_share_button=False, dark_mode=False,
             brand_color=(60, 110, 200),
@@ -863,29 +931,9 @@ class ViewerApp:
                 "Sharing is off", "This viewer does not open public links.", auto_close_seconds=5
             )
 
-    def _refuse_share_url(self, verbose: bool = True) -> None:
-        return None
-
     def _client(self, client_id: int) -> viser.ClientHandle | None:
         assert self.server is not None
         return self.server.get_clients().get(client_id)
-
-    def _limit_upload(self, client_id: int, message: object) -> None:
-        assert self.server is not None
-        states = self.server.gui._current_file_upload_states
-        uuid = getattr(message, "transfer_uuid", None)
-        state = states.get(uuid)
-        if state is None:
-            return
-        if state["total_bytes"] > MAX_UPLOAD_BYTES or state["transferred_bytes"] > MAX_UPLOAD_BYTES:
-            states.pop(uuid, None)  # later parts find no transfer and are dropped
-            client = self._client(client_id)
-            if client is not None:
-                client.add_notification(
-                    "Upload refused",
-                    f"{state['filename']} is larger than 50 MB; upload a shorter recording",
-                    color="red",
-                )
 
     def _connect(self, client: viser.ClientHandle) -> None:
         session = ClientSession(self, client)

@@ -176,6 +176,11 @@ def _build_parser() -> argparse.ArgumentParser:
     view.add_argument("--backend", default="auto", choices=("auto", "cpu", "gsplat"))
     view.add_argument("--fps", type=float, default=25.0, help="target frames per second per tab")
     view.add_argument("--size", type=int, default=512, help="longest image side when still")
+    view.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="also let pages from this origin connect (scheme://host:port, e.g. a reverse "
+        "proxy); repeatable. Default: only the viewer's own page",
+    )  # fmt: skip
     _add_flame_flag(view)
     view.set_defaults(handler=_run_view)
     return parser
@@ -366,7 +371,7 @@ def _run_view(args: argparse.Namespace) -> None:
     config = ViewerConfig(
         audio=args.audio, avatar=args.avatar, checkpoint=args.checkpoint, flame=args.flame,
         host=args.host, port=args.port, mode=args.mode, backend=args.backend,
-        render_fps=args.fps, max_side=args.size,
+        render_fps=args.fps, max_side=args.size, allow_origins=tuple(args.allow_origin),
     )  # fmt: skip
     run_viewer(config)
 

@@ -7,15 +7,17 @@ their callbacks, so the layout can change without touching the playback or rende
 
 from __future__ import annotations
 
+import string
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import viser
 import viser.uplot
-from viser._gui_handles import GuiProgressBarHandle  # not re-exported by viser 1.1.1
 
 from animator.emotion import EMOTIONS
 from avatar.sheet import VIEWS
+from viewer._viser_compat import GuiProgressBarHandle
 
 #: Emotion presets: a mix of the seven emotions (several at once), applied to the sliders.
 PRESETS: dict[str, dict[str, float]] = {
@@ -30,6 +32,8 @@ PRESETS: dict[str, dict[str, float]] = {
 SPEEDS = ("0.5", "0.75", "1", "1.25", "1.5", "2")
 #: Points drawn in the plot; the clip is resampled to at most this many.
 PLOT_POINTS = 300
+#: File names longer than this are shortened in the page (the start and the suffix are kept).
+NAME_CHARS = 60
 #: Colours of the plot's series: jaw, the seven emotions, the playhead.
 _JAW_COLOUR = "#222222"
 _EMOTION_COLOURS = ("#e6a800", "#3a6fd8", "#d83a3a", "#9b51e0", "#2aa198", "#5c8a2e", "#b5651d")
@@ -137,7 +141,25 @@ def build_controls(client: viser.ClientHandle, *, duration: float, clip_name: st
 
 
 def _status_text(clip_name: str, duration: float) -> str:
-    return f"**{clip_name}** ({duration:.1f} s)"
+    return f"**{markdown_text(display_name(clip_name))}** ({duration:.1f} s)"
+
+
+def display_name(name: str) -> str:
+    """A file name as the page shows it: control and formatting characters (newlines,
+    right-to-left overrides) become spaces, and a long name keeps its start and suffix."""
+    clean = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in name).strip()
+    if len(clean) <= NAME_CHARS:
+        return clean
+    head, dot, suffix = clean.rpartition(".")
+    suffix = dot + suffix if dot and len(suffix) <= 8 else ""
+    return clean[: NAME_CHARS - len(suffix) - 1] + "\u2026" + suffix
+
+
+def markdown_text(text: str) -> str:
+    """Text that viser's markdown (GFM, raw HTML allowed) shows literally: every ASCII
+    punctuation character is backslash-escaped, so none starts HTML, a link, an image or
+    emphasis. Use for anything a person supplied, such as an uploaded file's name."""
+    return "".join("\\" + c if c in string.punctuation else c for c in text)
 
 
 def plot_series() -> tuple[viser.uplot.Series, ...]:

@@ -29,6 +29,7 @@ import json
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ MIN_RATE, MAX_RATE = 0.25, 4.0
 REPORT_INTERVAL_MS = 50
 #: The global the page-side JavaScript keeps its state under (one per page, one page per client).
 JS_STATE = "__talkingAvatarAudio"
+#: Clock errors kept for statistics (the newest): 10 minutes of reports at 20 per second.
+ERROR_WINDOW = 12_000
 
 
 @dataclass
@@ -115,9 +118,9 @@ class AudioClock:
         self._seq = 0  # number of the latest command
         self.browser_error = ""
         self.reports = 0
-        #: Estimate minus report (seconds) for every report received while both sides played,
-        #: before the correction: the drift the mouth would have had without that report.
-        self.errors: list[float] = []
+        #: Estimate minus report (seconds) for the newest reports received while both sides
+        #: played, before the correction: the drift the mouth would have had without each one.
+        self.errors: deque[float] = deque(maxlen=ERROR_WINDOW)
 
     # -- reading ---------------------------------------------------------------------------
 
