@@ -100,7 +100,11 @@ def _speech_source(performance: Performance, scratch: Path) -> tuple[Path, list[
             info = probe_audio(original)
         except TalkingAvatarError:
             info = None
-        if info is not None and abs(info.duration - audio.duration) < 0.05:
+        if (
+            info is not None
+            and info.duration is not None
+            and abs(info.duration - audio.duration) < 0.05
+        ):
             return original, audio_stream_args(info.sample_rate, info.channels)
     wav = scratch / "speech.wav"
     sf.write(wav, audio.samples, SAMPLE_RATE, subtype="PCM_16")
