@@ -273,6 +273,23 @@ EXPRESSION_COLUMNS = [
 ]
 
 
+def surface_depths(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Where front-view rays meet triangles: z `[R, T]` of each triangle under each point.
+
+    Orthographic rays along -z (the head's frame) through points `[R, 2]` (x, y) against
+    triangles `[T, 3, 3]`; -inf where a triangle does not cover a point (or stands edge-on).
+    """
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    det = np.where(np.abs(det) > 1e-16, det, np.nan)  # edge-on triangles hide nothing
+    px = points[:, :1] - a[None, :, 0]  # [R, T]
+    py = points[:, 1:2] - a[None, :, 1]
+    u = (px * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * py) / det  # [R, T] barycentric
+    v = ((b[:, 0] - a[:, 0]) * py - px * (b[:, 1] - a[:, 1])) / det
+    inside = (u >= 0) & (v >= 0) & (u + v <= 1)
+    return np.where(inside, a[:, 2] + u * (b[:, 2] - a[:, 2]) + v * (c[:, 2] - a[:, 2]), -np.inf)
+
+
 def eyeball_visible(
     vertices: np.ndarray | torch.Tensor, head, eye: str, points: np.ndarray
 ) -> np.ndarray:
@@ -290,20 +307,10 @@ def eyeball_visible(
     on_eye = np.zeros(len(verts), dtype=bool)
     on_eye[ids] = True
     near = (np.linalg.norm(verts[faces] - centre, axis=2) < 2.0 * radius).any(axis=1)
-    tri = verts[faces[near]]  # [T, 3, 3] the eyeball and the skin around it
-    is_eye = on_eye[faces[near]].all(axis=1)  # [T]
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    det = np.where(np.abs(det) > 1e-16, det, np.nan)  # edge-on triangles hide nothing
-    px = points[:, :1] - a[None, :, 0]  # [R, T]
-    py = points[:, 1:] - a[None, :, 1]
-    u = (px * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * py) / det  # [R, T] barycentric
-    v = ((b[:, 0] - a[:, 0]) * py - px * (b[:, 1] - a[:, 1])) / det
-    inside = (u >= 0) & (v >= 0) & (u + v <= 1)
-    z = np.where(inside, a[:, 2] + u * (b[:, 2] - a[:, 2]) + v * (c[:, 2] - a[:, 2]), -np.inf)
+    z = surface_depths(points, verts[faces[near]])  # [R, T] the eyeball and skin around it
     first = np.argmax(z, axis=1)  # [R] the surface nearest a viewer at +z
     hit = np.isfinite(z[np.arange(len(points)), first])
-    return hit & is_eye[first]
+    return hit & on_eye[faces[near]].all(axis=1)[first]
 
 
 def lid_aperture(vertices: np.ndarray | torch.Tensor, head, *, step: float = 1e-4) -> np.ndarray:

@@ -10,7 +10,12 @@ from animator.data.driving import face_unit_vertices
 from animator.data.expressions import EMOTIONS, Expressiveness, emotion_weights
 from animator.data.face_units import FACE_UNIT_NAMES, FACS_UNIT_NAMES, weights_from_targets
 from animator.data.lips import inner_lip_gap
-from animator.metrics import expression_measures, eyeball_visible, lid_aperture
+from animator.metrics import (
+    expression_measures,
+    eyeball_visible,
+    lid_aperture,
+    surface_depths,
+)
 from avatar.builder import IRIS_DEG
 
 #: Peak skin displacement (mm) of the units the build scales (scripts/facs_units.py RECIPES).
@@ -79,17 +84,9 @@ def teeth_through_lips(head, vertices: np.ndarray) -> float:
     faces = head.faces.numpy()
     on_lips = np.zeros(len(vertices), dtype=bool)
     on_lips[head.region("lips")] = True
-    tri = vertices[faces[on_lips[faces].all(axis=1)]]  # [T, 3, 3]
     teeth = vertices[head.region("teeth")]  # [K, 3]
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    det = np.where(np.abs(det) > 1e-16, det, np.nan)
-    px, py = teeth[:, :1] - a[None, :, 0], teeth[:, 1:2] - a[None, :, 1]  # [K, T]
-    u = (px * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * py) / det
-    v = ((b[:, 0] - a[:, 0]) * py - px * (b[:, 1] - a[:, 1])) / det
-    covered = (u >= 0) & (v >= 0) & (u + v <= 1)
-    lip_z = a[:, 2] + u * (b[:, 2] - a[:, 2]) + v * (c[:, 2] - a[:, 2])
-    return float(np.where(covered, teeth[:, 2:3] - lip_z, -np.inf).max())
+    lip_z = surface_depths(teeth[:, :2], vertices[faces[on_lips[faces].all(axis=1)]])  # [K, T]
+    return float(np.where(np.isfinite(lip_z), teeth[:, 2:3] - lip_z, -np.inf).max())
 
 
 def lip_gap(head, vertices: np.ndarray) -> float:
