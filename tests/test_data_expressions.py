@@ -10,8 +10,14 @@ import pytest
 
 from animator.data import load_florence
 from animator.data.driving import face_unit_vertices
-from animator.data.expressions import EMOTIONS, emotion_clip, generate_expression_set
+from animator.data.expressions import (
+    EMOTIONS,
+    Expressiveness,
+    emotion_clip,
+    generate_expression_set,
+)
 from animator.data.face_units import FACE_UNIT_NAMES, weights_from_targets
+from animator.metrics import apex_fields, expression_table
 from avatar.errors import TalkingAvatarError
 
 SEED = 3
@@ -67,11 +73,48 @@ def test_prototypes_use_their_units() -> None:
         row = clip.face_units[clip.face_units.shape[0] // 2]
         return dict(zip(FACE_UNIT_NAMES, row, strict=True))
 
-    assert apex("happy")["mouthSmileLeft"] > 0.3 and apex("happy")["cheekSquintRight"] > 0.2
-    assert apex("surprised")["browInnerUp"] > 0.3 and apex("surprised")["jawOpen"] > 0.1
-    assert apex("angry")["browDownLeft"] > 0.3 and apex("angry")["mouthPressLeft"] > 0.3
+    assert apex("happy")["AU12Left"] > 0.6 and apex("happy")["AU06Right"] > 0.6
+    assert apex("sad")["AU01Left"] > 0.6 and apex("sad")["AU15Right"] > 0.6
+    assert apex("surprised")["AU02Left"] > 0.6 and apex("surprised")["jawOpen"] > 0.3
+    assert apex("angry")["AU04Left"] > 0.6 and apex("angry")["AU24"] > 0.3
+    assert apex("fearful")["AU20Right"] > 0.6 and apex("fearful")["AU05Left"] > 0.6
+    assert apex("disgusted")["AU09Left"] > 0.6 and apex("disgusted")["AU10Right"] > 0.5
     contempt = apex("contempt")
-    assert abs(contempt["mouthSmileLeft"] - contempt["mouthSmileRight"]) > 0.2  # one-sided
+    assert abs(contempt["AU12Left"] - contempt["AU12Right"]) > 0.4  # one-sided
+
+
+def test_identities_differ_in_intensity_timing_and_asymmetry() -> None:
+    styles = [Expressiveness.draw(SEED, i) for i in range(4)]
+    for field in ("gain", "asymmetry", "onset", "apex", "offset"):
+        assert len({round(getattr(s, field), 6) for s in styles}) == 4, field
+    clips = [emotion_clip(f"id{i}", i, "surprised", SEED) for i in range(2)]
+    assert clips[0].phases != clips[1].phases
+    apex = [c.face_units[c.face_units.shape[0] // 2] for c in clips]
+    left, right = FACE_UNIT_NAMES.index("AU01Left"), FACE_UNIT_NAMES.index("AU01Right")
+    for style, row in zip(styles[:2], apex, strict=True):  # the stronger side follows the balance
+        assert np.sign(row[left] - row[right]) == np.sign(style.asymmetry)
+    assert not np.allclose(apex[0], apex[1])
+
+
+def test_apex_reaches_real_amplitudes(expression_set: Path, head) -> None:
+    dataset = load_florence(expression_set)
+    rest, fields = apex_fields(dataset, dataset.identities[0])
+    table = expression_table(head, fields, rest=rest)
+    row = {r["emotion"]: r for r in table.rows}
+
+    def brows(e: str) -> float:
+        return max(abs(row[e]["inner_brow"]), abs(row[e]["outer_brow"]))
+
+    for emotion in ("sad", "angry", "surprised", "fearful"):
+        assert brows(emotion) >= 6.0, emotion  # mm
+    assert row["happy"]["mouth_corner_up"] >= 8.0
+    assert row["sad"]["mouth_corner_up"] <= -8.0
+    assert row["contempt"]["mouth_corner_up"] >= 8.0  # on its one side
+    assert max(row["disgusted"]["upper_lip"], row["disgusted"]["nose"]) >= 4.0
+    for emotion in ("surprised", "fearful"):
+        assert row[emotion]["jaw"] >= 8.0, emotion
+    assert table.closest[1.0][2] >= 3.0  # every two emotions differ by 3 mm somewhere
+    assert 9.0 <= table.rest_aperture_mm <= 11.0  # open eyes at rest
 
 
 def test_deterministic_from_the_seed() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 from raster_reference import render_reference
 
 from avatar.builder import build_default_avatar, load_avatar, scheme_from_options
+from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
 from avatar.gaussians import sh_to_rgb
 from avatar.ply import write_ply
@@ -65,3 +69,24 @@ def test_avatar_for_another_head_is_refused(head, tmp_path) -> None:
     write_ply(tmp_path / "other.ply", avatar)
     with pytest.raises(TalkingAvatarError, match="binding"):
         load_avatar(tmp_path / "other.ply", head)
+
+
+def test_open_eyes_show_white_on_both_sides_of_the_iris(avatar, head) -> None:
+    # Render the rest face from the front and read the pixel row through each eyeball centre:
+    # white sclera must show left and right of the dark iris (no lid Gaussians spilling over).
+    size = 320
+    cam = Camera.orbit(
+        (0.0, 0.0, 0.0), 0.25, 0.0, 0.0, fov_y=math.radians(25), width=size, height=size
+    )
+    image = render(avatar.pose(head.v_template), cam, backend="cpu").color.numpy()  # [H, W, 3]
+    rest = head.v_template.numpy()
+    for eye in ("eye_left", "eye_right"):
+        centre = rest[head.region(eye)].mean(axis=0)
+        cam_point = cam.viewmat[:3, :3].numpy() @ centre + cam.viewmat[:3, 3].numpy()
+        u, v = (cam.K.numpy() @ (cam_point / cam_point[2]))[:2]
+        half = int(round(0.014 * cam.K[0, 0].item() / cam_point[2]))  # 14 mm each side
+        row = image[int(round(v)), int(round(u)) - half : int(round(u)) + half + 1]  # [n, 3]
+        darkest = int(np.argmin(row.sum(axis=1)))  # the pupil
+        white = row.min(axis=1) > 0.75
+        assert row[darkest].max() < 0.3, eye
+        assert white[:darkest].any() and white[darkest:].any(), eye

@@ -52,7 +52,7 @@ def face_unit_vertices(
     Args:
         head: a head with face units (see `require_face_units`).
         shape: identity coefficients `[S]`.
-        weights: face-unit weights `[T, 52]` in `FACE_UNIT_NAMES` order, in [0, 1].
+        weights: face-unit weights `[T, U]` in `FACE_UNIT_NAMES` order, in [0, 1].
         neck_pose: optional head motion, axis-angle radians `[T, 3]`.
 
     Returns:

@@ -1,17 +1,22 @@
 """Generate the stand-in expression set: FACS prototypes of eight emotions, Florence4D-style.
 
 Every identity (a random combination of the head's shape basis) performs the eight emotions of
-DESIGN.md. A sequence at 60 fps goes neutral -> onset -> apex (held) -> release -> neutral, and is
-built from FACS action-unit prototypes (Ekman and Friesen's EMFACS combinations) mapped onto ARKit
-face units:
+DESIGN.md. A sequence at 60 fps goes neutral -> onset -> apex (held) -> release -> neutral. Each
+emotion is its EMFACS prototype (Ekman and Friesen's combinations of FACS action units), driven
+through the head's face units (ACTION_UNITS; the FACS units `AU<nn>` of the bundled head are
+built by scripts/facs_units.py, amplitudes and sources in docs/expressions.md):
 
-    happy AU6+12, sad AU1+4+15, angry AU4+5+7+23, surprised AU1+2+5+26,
-    fearful AU1+2+4+5+20+26, disgusted AU9+15+16, contempt unilateral AU12+14.
+    happy AU6+12, sad AU1+4+15+17, angry AU4+5+7+23+24, surprised AU1+2+5+26,
+    fearful AU1+2+4+5+7+20+26, disgusted AU9+10+15+16, contempt unilateral AU12+14.
 
-Per identity the emotion intensity (0.65-1.0), each unit's share (+-20%), the left/right balance
-(up to +-15%) and the side of contempt vary; units start slightly out of step (the brows lead),
-and small lip/jaw motion and blinks run on top, as in real captures. The neutral sequence has only
-that secondary motion.
+`emotion_weights(emotion, intensity)` is the canonical mapping: intensity 1 is a strong,
+unmistakable expression (action units at FACS intensity D-E), 0.5 a clear, moderate one.
+
+Identities differ as people do in posed-expression captures: each has its own expressiveness
+(intensity x0.85-1.15), left/right balance (up to +-15 %; contempt on its own side) and timing
+(onset, apex hold and offset each x0.75-1.3); per sequence each action unit's share varies by
++-10 % and units start slightly out of step (the brows lead). Small lip/jaw motion and blinks run
+on top, as in real captures. The neutral sequence has only that secondary motion.
 
 Output (read it with `florence.load_florence`):
 
@@ -45,7 +50,11 @@ __all__ = [
     "EMOTIONS",
     "ACTION_UNITS",
     "EMOTION_PROTOTYPES",
+    "Expressiveness",
     "ExpressionClip",
+    "action_unit_weights",
+    "emotion_weights",
+    "emotion_fields",
     "emotion_clip",
     "generate_expression_set",
 ]
@@ -62,40 +71,143 @@ EMOTIONS: tuple[str, ...] = (
     "contempt",
 )
 
-#: FACS action unit -> ARKit face units at full intensity (pair names mean both sides).
+#: FACS action unit -> face units at FACS intensity E (pair names mean both sides).
 ACTION_UNITS: dict[int, dict[str, float]] = {
-    1: {"browInnerUp": 1.0},  # inner brow raiser
-    2: {"browOuterUp": 1.0},  # outer brow raiser
-    4: {"browDown": 1.0},  # brow lowerer
-    5: {"eyeWide": 1.0},  # upper lid raiser
-    6: {"cheekSquint": 1.0, "eyeSquint": 0.35},  # cheek raiser
-    7: {"eyeSquint": 1.0},  # lid tightener
-    9: {"noseSneer": 1.0, "mouthUpperUp": 0.45},  # nose wrinkler (lifts the upper lip too)
-    12: {"mouthSmile": 1.0},  # lip corner puller
+    1: {"AU01": 1.0},  # inner brow raiser
+    2: {"AU02": 1.0},  # outer brow raiser
+    4: {"AU04": 1.0},  # brow lowerer
+    5: {"AU05": 1.0},  # upper lid raiser
+    6: {"AU06": 1.0},  # cheek raiser
+    7: {"AU07": 1.0},  # lid tightener
+    9: {"AU09": 1.0},  # nose wrinkler
+    10: {"AU10": 1.0},  # upper lip raiser
+    12: {"AU12": 1.0},  # lip corner puller
     14: {"mouthDimple": 1.0},  # dimpler
-    15: {"mouthFrown": 1.0},  # lip corner depressor
-    16: {"mouthLowerDown": 0.8},  # lower lip depressor
-    20: {"mouthStretch": 1.0},  # lip stretcher
-    23: {"mouthPress": 0.8, "mouthRollUpper": 0.15},  # lip tightener
-    26: {"jawOpen": 0.4},  # jaw drop (the bundled head's jawOpen 1.0 is a 38 mm drop)
+    15: {"AU15": 1.0},  # lip corner depressor
+    16: {"AU16": 1.0},  # lower lip depressor
+    17: {"AU17": 1.0},  # chin raiser
+    20: {"AU20": 1.0},  # lip stretcher
+    23: {"AU23": 1.0},  # lip tightener
+    24: {"AU24": 1.0},  # lip pressor
+    25: {"jawOpen": 0.12, "mouthLowerDown": 0.6, "mouthUpperUp": 0.3},  # lips part
+    26: {"jawOpen": 0.55},  # jaw drop (the bundled head's jawOpen 1.0 is a 21-degree, 38 mm drop)
 }
 
-#: Emotion -> {action unit: intensity}. Contempt's units act on one side only.
+#: Emotion -> {action unit: weight at intensity 1}. Contempt's units act on one side only.
 EMOTION_PROTOTYPES: dict[str, dict[int, float]] = {
     "neutral": {},
-    "happy": {6: 0.7, 12: 0.9},
-    "sad": {1: 0.9, 4: 0.5, 15: 0.9},
-    "angry": {4: 0.9, 5: 0.45, 7: 0.6, 23: 0.8},
+    "happy": {6: 1.0, 12: 1.0, 25: 1.0},
+    "sad": {1: 1.0, 4: 0.4, 15: 1.0, 17: 0.5},
+    "angry": {4: 1.0, 5: 0.6, 7: 0.7, 23: 0.8, 24: 0.5},
     "surprised": {1: 0.9, 2: 0.9, 5: 0.8, 26: 0.8},
-    "fearful": {1: 0.85, 2: 0.6, 4: 0.4, 5: 0.85, 20: 0.7, 26: 0.45},
-    "disgusted": {9: 1.0, 15: 0.6, 16: 0.6},
-    "contempt": {12: 0.6, 14: 0.75},
+    "fearful": {1: 1.0, 2: 0.8, 4: 0.5, 5: 1.0, 7: 0.4, 16: 0.5, 20: 1.0, 26: 0.7},
+    "disgusted": {4: 0.3, 9: 1.0, 10: 0.8, 15: 0.5, 16: 0.5},
+    "contempt": {12: 0.6, 14: 0.8},
 }
 _UNILATERAL = {"contempt"}
-# Phase durations in seconds (each identity scales them by 0.85-1.15).
+# Phase durations in seconds at an identity's own pace (see Expressiveness).
 _PHASES = (("neutral", 0.2), ("onset", 0.4), ("apex", 0.5), ("release", 0.45), ("neutral", 0.15))
 _SMALL_IDENTITIES = 1
 _DEFAULT_IDENTITIES = 10
+
+
+@dataclass(frozen=True)
+class Expressiveness:
+    """How one identity performs: intensity gain, left/right balance, contempt's side, pace.
+
+    Attributes:
+        gain: multiplies every action unit (0.85-1.15).
+        asymmetry: the left side gets 1 + asymmetry, the right 1 - asymmetry (+-0.15).
+        side: the side of one-sided (contempt) action units, "Left" or "Right".
+        onset, apex, offset: duration scales of the rise, the held apex and the release.
+    """
+
+    gain: float = 1.0
+    asymmetry: float = 0.0
+    side: str = "Left"
+    onset: float = 1.0
+    apex: float = 1.0
+    offset: float = 1.0
+
+    @classmethod
+    def draw(cls, seed: int, identity_index: int) -> Expressiveness:
+        rng = np.random.default_rng([seed, identity_index, 20_000])
+        return cls(
+            gain=float(rng.uniform(0.85, 1.15)),
+            asymmetry=float(rng.uniform(-0.15, 0.15)),
+            side="Left" if rng.random() < 0.5 else "Right",
+            onset=float(rng.uniform(0.75, 1.3)),
+            apex=float(rng.uniform(0.75, 1.3)),
+            offset=float(rng.uniform(0.75, 1.3)),
+        )
+
+
+def action_unit_weights(
+    au: int, amount: float, *, asymmetry: float = 0.0, side: str | None = None
+) -> np.ndarray:
+    """Face-unit weights `[U]` (FACE_UNIT_NAMES order) of one action unit at `amount`.
+
+    Left/Right pairs get 1 +- asymmetry; with `side` ("Left" or "Right") a pair acts on that
+    side only (midline units act in full). Not clipped.
+    """
+    if au not in ACTION_UNITS:
+        raise TalkingAvatarError(
+            f"unknown action unit {au}; use one of {', '.join(map(str, sorted(ACTION_UNITS)))}"
+        )
+    weights = np.zeros(len(FACE_UNIT_NAMES))  # [U]
+    for name, share in ACTION_UNITS[au].items():
+        for column in unit_index(name):
+            unit = FACE_UNIT_NAMES[column]
+            lateral = unit.endswith(("Left", "Right"))
+            if side is not None and lateral and not unit.endswith(side):
+                continue
+            balance = 1.0
+            if lateral and side is None:
+                balance += asymmetry if unit.endswith("Left") else -asymmetry
+            weights[column] += amount * share * balance
+    return weights
+
+
+def emotion_weights(
+    emotion: str, intensity: float = 1.0, *, style: Expressiveness | None = None
+) -> np.ndarray:
+    """Face-unit weights `[U]` in [0, 1] (FACE_UNIT_NAMES order) of an emotion's prototype.
+
+    Args:
+        emotion: one of EMOTIONS ("neutral" gives zeros).
+        intensity: 1 is strong and unmistakable, 0.5 clear and moderate.
+        style: an identity's expressiveness (default: the canonical, symmetric face).
+    """
+    if emotion not in EMOTION_PROTOTYPES:
+        raise TalkingAvatarError(f"unknown emotion {emotion!r}; use one of {', '.join(EMOTIONS)}")
+    style = style or Expressiveness()
+    side = style.side if emotion in _UNILATERAL else None
+    weights = sum(
+        (
+            action_unit_weights(
+                au, amount * intensity * style.gain, asymmetry=style.asymmetry, side=side
+            )
+            for au, amount in EMOTION_PROTOTYPES[emotion].items()
+        ),
+        start=np.zeros(len(FACE_UNIT_NAMES)),
+    )
+    return np.clip(weights, 0.0, 1.0)
+
+
+def emotion_fields(
+    head, intensities: tuple[float, ...] = (0.5, 1.0)
+) -> dict[str, dict[float, np.ndarray]]:
+    """Displacement fields `[V, 3]` (metres) of the seven emotions driven directly through the
+    head's face units at each intensity: `animator.metrics.expression_table`'s input."""
+    require_face_units(head)
+    rest = head.v_template.numpy()
+    zero = np.zeros(head.num_shape, dtype=np.float32)
+    out: dict[str, dict[float, np.ndarray]] = {}
+    for emotion in EMOTIONS[1:]:
+        weights = np.stack([emotion_weights(emotion, x) for x in intensities])  # [I, U]
+        verts = face_unit_vertices(head, zero, weights)  # [I, V, 3]
+        out[emotion] = {x: v - rest for x, v in zip(intensities, verts, strict=True)}
+    return out
 
 
 @dataclass
@@ -104,7 +216,7 @@ class ExpressionClip:
 
     identity: str
     emotion: str
-    face_units: np.ndarray  # [T, 52], FACE_UNIT_NAMES order
+    face_units: np.ndarray  # [T, U], FACE_UNIT_NAMES order
     neck_pose: np.ndarray  # [T, 3]
     phases: list[dict[str, float | str]]
     action_units: dict[int, float]
@@ -130,45 +242,32 @@ def emotion_clip(
     """Face-unit curves of one identity performing one emotion (deterministic in the seed)."""
     if emotion not in EMOTION_PROTOTYPES:
         raise TalkingAvatarError(f"unknown emotion {emotion!r}; use one of {', '.join(EMOTIONS)}")
-    id_rng = np.random.default_rng([seed, identity_index, 20_000])
-    asymmetry = id_rng.uniform(-0.15, 0.15)
-    contempt_side = "Left" if id_rng.random() < 0.5 else "Right"
-    tempo = id_rng.uniform(0.85, 1.15)
+    style = Expressiveness.draw(seed, identity_index)
     rng = np.random.default_rng([seed, identity_index, 20_001 + EMOTIONS.index(emotion)])
-    intensity = rng.uniform(0.65, 1.0)
-
-    durations = [d * tempo * rng.uniform(0.9, 1.1) for _, d in _PHASES]
+    pace = dict(
+        zip(
+            ("neutral", "onset", "apex", "release"),
+            (1.0, style.onset, style.apex, style.offset),
+            strict=True,
+        )
+    )
+    durations = [d * pace[label] * rng.uniform(0.92, 1.08) for label, d in _PHASES]
     edges = np.concatenate([[0.0], np.cumsum(durations)])
     num_frames = int(round(edges[-1] * fps))
     times = np.arange(num_frames) / fps  # [T]
     onset_start, apex_start, release_start, release_end = edges[1], edges[2], edges[3], edges[4]
 
-    weights = np.zeros((num_frames, len(FACE_UNIT_NAMES)))  # [T, 52]
-    for au, au_intensity in EMOTION_PROTOTYPES[emotion].items():
-        lag = rng.uniform(-0.05, 0.05) - (0.04 if au in (1, 2, 4) else 0.0)
+    weights = np.zeros((num_frames, len(FACE_UNIT_NAMES)))  # [T, U]
+    side = style.side if emotion in _UNILATERAL else None
+    for au, amount in EMOTION_PROTOTYPES[emotion].items():
+        lag = rng.uniform(-0.04, 0.04) - (0.04 if au in (1, 2, 4) else 0.0)
         rise = _smoothstep((times - onset_start - lag) / (apex_start - onset_start))
         fall = 1.0 - _smoothstep((times - release_start - lag) / (release_end - release_start))
-        drift = 1.0 + _smooth_noise(rng, times, 0.05)
+        drift = 1.0 + _smooth_noise(rng, times, 0.04)
         envelope = rise * fall * drift  # [T]
-        share = au_intensity * intensity * rng.uniform(0.8, 1.2)
-        for name, amount in ACTION_UNITS[au].items():
-            if emotion in _UNILATERAL:
-                columns = (
-                    unit_index(name + contempt_side) if name + "Left" in FACE_UNIT_NAMES else []
-                )
-                columns = columns or unit_index(name)
-                weights[:, columns] += (share * amount * envelope)[:, None]
-                continue
-            for column in unit_index(name):
-                side = FACE_UNIT_NAMES[column]
-                balance = 1.0 + (
-                    asymmetry
-                    if side.endswith("Left")
-                    else -asymmetry
-                    if side.endswith("Right")
-                    else 0.0
-                )
-                weights[:, column] += share * amount * balance * envelope
+        share = amount * style.gain * rng.uniform(0.9, 1.1)
+        unit = action_unit_weights(au, share, asymmetry=style.asymmetry, side=side)  # [U]
+        weights += envelope[:, None] * unit[None, :]
 
     # Secondary motion: small jaw/lip movement and a blink or two.
     weights[:, unit_index("jawOpen")[0]] += np.abs(_smooth_noise(rng, times, 0.03))

@@ -37,6 +37,7 @@ def inner_lip_gap(
     anchors: np.ndarray | None = None,
     reference: np.ndarray | None = None,
     central: float = 0.6,
+    smallest: bool = False,
 ) -> np.ndarray:
     """Largest vertical opening between the inner-lip contours, per frame, in metres.
 
@@ -54,6 +55,8 @@ def inner_lip_gap(
             not tilt the measurement.
         reference: `[V, 3]` rest mesh for the alignment (needed with `anchors`).
         central: fraction of the mouth width measured, centred.
+        smallest: return the smallest opening over the measured width instead: below 0 where
+            the lips pass through each other somewhere.
 
     Returns:
         `[T]` aperture in metres.
@@ -76,5 +79,6 @@ def inner_lip_gap(
         centre = 0.5 * (ux.min() + ux.max())
         half = 0.5 * central * (ux.max() - ux.min())
         keep = np.abs(ux - centre) <= half
-        gaps[t] = np.max(uy[keep] - np.interp(ux[keep], lx, ly))
+        opening = uy[keep] - np.interp(ux[keep], lx, ly)
+        gaps[t] = opening.min() if smallest else opening.max()
     return gaps  # [T]

@@ -116,7 +116,7 @@ class TalkingClip:
     audio: np.ndarray  # [N] int16
     sample_rate: int
     phonemes: list[Phoneme]
-    face_units: np.ndarray  # [T, 52], FACE_UNIT_NAMES order
+    face_units: np.ndarray  # [T, U], FACE_UNIT_NAMES order
     neck_pose: np.ndarray  # [T, 3]
     fps: float = VOCASET_FPS
     extra: dict[str, float] = field(default_factory=dict)
@@ -240,8 +240,8 @@ def _blink(times: np.ndarray, start: float) -> np.ndarray:
 def _upper_face(
     speaker: Speaker, phonemes: Sequence[Phoneme], times: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Brow raises, blinks and head motion: (face-unit weights `[T, 52]`, neck pose `[T, 3]`)."""
-    weights = np.zeros((times.shape[0], len(FACE_UNIT_NAMES)))  # [T, 52]
+    """Brow raises, blinks and head motion: (face-unit weights `[T, U]`, neck pose `[T, 3]`)."""
+    weights = np.zeros((times.shape[0], len(FACE_UNIT_NAMES)))  # [T, U]
     neck = np.zeros((times.shape[0], 3))  # [T, 3]
     brows = unit_index("browInnerUp") + unit_index("browOuterUp")
     for p in phonemes:
@@ -277,7 +277,7 @@ def synthesize_clip(speaker: Speaker, sentence: str, text: str, seed: int) -> Ta
     rate = utterance.sample_rate
     num_frames = int(round(audio.shape[0] / rate * VOCASET_FPS))
     times = np.arange(num_frames) / VOCASET_FPS  # [T]
-    mouth = mouth_curves(phonemes, times, speaker.style)  # [T, 52]
+    mouth = mouth_curves(phonemes, times, speaker.style)  # [T, U]
     upper, neck = _upper_face(speaker, phonemes, times, rng)
     return TalkingClip(
         speaker=speaker,

@@ -254,7 +254,7 @@ def mouth_curves(
         close_gain: mouthClose = close_gain * jawOpen during a closure (see `CLOSE_GAIN`).
 
     Returns:
-        Face-unit weights `[T, 52]` in `FACE_UNIT_NAMES` order, in [0, 1]. Only mouth, jaw and
+        Face-unit weights `[T, U]` in `FACE_UNIT_NAMES` order, in [0, 1]. Only mouth, jaw and
         tongue units are set; the upper face is left at 0 for other layers.
     """
     style = style or ArticulationStyle()
@@ -262,7 +262,7 @@ def mouth_curves(
     if not phonemes:
         return np.zeros((times.shape[0], len(FACE_UNIT_NAMES)))
     visemes = [VISEMES[viseme_of(p.symbol)] for p in phonemes]
-    targets = np.stack([weights_from_targets(v.target) for v in visemes])  # [P, 52]
+    targets = np.stack([weights_from_targets(v.target) for v in visemes])  # [P, U]
     stress_gain = np.array([1.12 if p.stress == 2 else 1.0 for p in phonemes])  # [P]
     targets = targets * stress_gain[:, None]
     targets[:, _JAW] *= style.jaw_ratio
@@ -289,10 +289,10 @@ def mouth_curves(
     alpha_lip = alpha_lip * pause_gain
     dom_jaw = falloff * alpha_jaw[None, :] + 1e-9  # [T, P]
     dom_lip = falloff * alpha_lip[None, :] + 1e-9
-    weights = (dom_lip @ targets) / dom_lip.sum(axis=1, keepdims=True)  # [T, 52]
+    weights = (dom_lip @ targets) / dom_lip.sum(axis=1, keepdims=True)  # [T, U]
     weights[:, _JAW] = (dom_jaw @ targets[:, _JAW]) / dom_jaw.sum(axis=1)
 
-    rest = weights_from_targets(style.rest)  # [52]
+    rest = weights_from_targets(style.rest)  # [U]
     weights = weights + rest[None, :]
 
     closure = closure_envelope(phonemes, times)  # [T]

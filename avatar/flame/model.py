@@ -36,8 +36,9 @@ class FlameModel(torch.nn.Module):
         num_shape, num_expr: sizes of the identity and expression bases.
         regions: named vertex index sets (`lips`, `lip_upper_inner`, `lip_lower_inner`,
             `upper_face`, `eyes`, `teeth`, ... where the model provides them).
-        face_unit_names: the 52 ARKit face-unit names when the model has them (bundled head), else
-            None; `face_units_to_params` maps face-unit weights to (expr, jaw_pose).
+        face_unit_names: the face-unit names when the model has them (the bundled head: the 52
+            ARKit units and its FACS action units), else None; `face_units_to_params` maps
+            face-unit weights to (expr, jaw_pose).
     """
 
     def __init__(self, arrays: dict[str, Any], *, source: str) -> None:
@@ -70,8 +71,8 @@ class FlameModel(torch.nn.Module):
         names = arrays.get("face_unit_names")
         self.face_unit_names: list[str] | None = None if names is None else [str(n) for n in names]
         if self.face_unit_names is not None:
-            self.register_buffer("face_unit_expr", f32(arrays["face_unit_expr"]))  # [52, E]
-            self.register_buffer("face_unit_jaw", f32(arrays["face_unit_jaw"]))  # [52, 3]
+            self.register_buffer("face_unit_expr", f32(arrays["face_unit_expr"]))  # [U, E]
+            self.register_buffer("face_unit_jaw", f32(arrays["face_unit_jaw"]))  # [U, 3]
         self.meta: dict[str, Any] = arrays.get("meta", {})
 
     # ------------------------------------------------------------------ sizes
@@ -150,7 +151,7 @@ class FlameModel(torch.nn.Module):
         )
 
     def face_units_to_params(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Face-unit weights `[T, 52]` (ARKit names, 0..1) -> (expr `[T, E]`, jaw_pose `[T, 3]`).
+        """Face-unit weights `[T, U]` (face_unit_names order, 0..1) -> (expr `[T, E]`, jaw `[T, 3]`).
 
         Exact: the expression basis spans every unit but jawOpen, which is a jaw rotation.
         """
