@@ -15,7 +15,8 @@ export outputs audio alone), so the phoneme spans come from the forced aligner
 (`align.align_phones`) and are given as eSpeak mnemonics, so that `visemes` and the talking-set
 generator read them as they read eSpeak's own.
 
-VITS-style models draw noise inside the graph: the same call twice gives slightly different audio.
+Reproducibility: Kokoro gives the same samples for the same call; Piper (VITS) draws noise inside
+its graph, so the same call twice differs slightly in samples and length.
 """
 
 from __future__ import annotations
