@@ -10,9 +10,14 @@ Words the dictionary lacks are spoken by eSpeak NG (`espeak.synthesize`, voice e
 phonemes, mapped to ARPAbet (`visemes.arpabet_of_espeak`), become that word's pronunciation. A
 word eSpeak gives no mappable phonemes for is an error naming the word: no word is dropped.
 
-Beams: PocketSphinx's default beams (1e-48) prune the only path through the grammar on clean
-synthetic speech ("Final result does not match the grammar"); the wide beams below never did on
-the test sentences and real clips, at about 0.1 s of CPU per second of audio.
+Beams: PocketSphinx's default beams (1e-48), and even 1e-80, pruned the only path through the
+grammar on some eSpeak sentences ("Final result does not match the grammar"). The grammar is a
+single chain of words, so the search stays small without pruning: the beams below switch it off,
+at 0.04 s of CPU per second of audio (benchmarks/align.py).
+
+Forced alignment places any transcript on any audio that is long enough for its phones (at least
+30 ms each); it does not check that the audio says the text. Only audio too short for the text
+fails.
 
 The decoder loads on the first call (about 0.3 s, 40 MB) and is reused; calls are serialized.
 """
