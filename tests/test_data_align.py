@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -165,3 +168,12 @@ def test_boundary_errors_match_by_sequence() -> None:
     np.testing.assert_allclose(errors["bilabial"], [0.02, 0.0, 0.05, 0.0], atol=1e-9)
     np.testing.assert_allclose(errors["vowel"], [0.0, 0.02], atol=1e-9)
     assert errors["other"].size == 0
+
+
+def test_import_loads_no_model() -> None:
+    code = (
+        "import sys\nimport animator.data.align, animator.data.tts\n"
+        "assert animator.data.align._ALIGNER is None and not animator.data.tts._ENGINES\n"
+        "assert 'pocketsphinx' not in sys.modules and 'onnxruntime' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
