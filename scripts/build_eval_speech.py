@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -486,7 +487,7 @@ def segment_text(text: str, first: int, end: int) -> str:
     return " ".join(tokens[token_of_word[first] : token_of_word[end - 1] + 1])
 
 
-def write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(temporary path), then rename it into place: no half-written file is left."""
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as tmp:
         temporary = Path(tmp.name)
@@ -509,7 +510,13 @@ def snr_estimate(samples: np.ndarray, rate: int) -> float:
 
 
 def write_clip(
-    out: Path, name: str, samples: np.ndarray, rate: int, text: str, rec: Recording, spans
+    out: Path,
+    name: str,
+    samples: np.ndarray,
+    rate: int,
+    text: str,
+    rec: Recording,
+    spans: list[PhoneSpan],
 ) -> dict:
     """Write <name>.wav and <name>.json; return the index entry."""
     archive = ARCHIVES[rec.archive]
