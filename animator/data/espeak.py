@@ -24,17 +24,22 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import re
 import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from avatar.errors import TalkingAvatarError
 
-__all__ = ["Phoneme", "Utterance", "Voice", "synthesize", "PAUSE_SYMBOLS"]
+if TYPE_CHECKING:
+    from animator.data.tts import NeuralVoice
+
+__all__ = ["Phoneme", "Utterance", "Voice", "synthesize", "phonemize_ipa", "PAUSE_SYMBOLS"]
 
 #: eSpeak's pause mnemonics (short and long pause).
 PAUSE_SYMBOLS = frozenset({"_", "_:", "_!", "_|", "||", "|"})
@@ -48,6 +53,7 @@ _EVENT_PHONEME = 7
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA as UTF-8 instead of mnemonics
 
 
 class _EventId(ctypes.Union):
@@ -113,10 +119,10 @@ class Phoneme:
 
 @dataclass
 class Utterance:
-    """Synthesized speech and its phoneme timings."""
+    """Synthesized speech and its phoneme timings (eSpeak mnemonics, also for neural voices)."""
 
     text: str
-    voice: Voice
+    voice: Voice | NeuralVoice
     audio: np.ndarray  # [N] int16, mono
     sample_rate: int
     phonemes: list[Phoneme]
@@ -156,6 +162,12 @@ class _Engine:
             ctypes.c_void_p,
         ]
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         # The one random generator eSpeak lets us seed (absent from very old builds); see the
         # module docstring for what stays history-dependent.
         self._set_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
@@ -247,6 +259,23 @@ class _Engine:
             events = list(self._events)
         return audio.astype(np.int16), events
 
+    def text_to_ipa(self, text: str, voice: Voice) -> list[str]:
+        """IPA of each clause eSpeak finds in `text` (it drops the punctuation between them)."""
+        with self.lock:
+            if self.lib.espeak_SetVoiceByFile(str(self._voice_file(voice.name)).encode()) != 0:
+                raise TalkingAvatarError(f"eSpeak could not load voice {voice.name!r}")
+            buf = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+            pointer = ctypes.c_void_p(ctypes.addressof(buf))
+            clauses = []
+            # Each call consumes one clause and advances the pointer; NULL after the last.
+            while pointer.value:
+                out = self.lib.espeak_TextToPhonemes(
+                    ctypes.byref(pointer), _CHARS_UTF8, _PHONEMES_IPA
+                )
+                if out:
+                    clauses.append(out.decode("utf-8", errors="replace").strip())
+        return [c for c in clauses if c]
+
 
 _ENGINE: _Engine | None = None
 _ENGINE_LOCK = threading.Lock()
@@ -313,3 +342,28 @@ def synthesize(text: str, voice: Voice | None = None, *, seed: int = 0) -> Utter
     return Utterance(
         text=text, voice=voice, audio=audio, sample_rate=sample_rate, phonemes=phonemes
     )
+
+
+def phonemize_ipa(text: str, voice: Voice | None = None) -> str:
+    """The IPA eSpeak NG would speak for `text`, punctuation kept.
+
+    Args:
+        text: UTF-8 text.
+        voice: language (and variant) whose pronunciation rules apply; default en-us.
+
+    Returns:
+        IPA with stress marks (e.g. "bˈɑːb bˈɔːt ɐ mˈæp."); words separated by spaces, and each
+        run of text between punctuation marks followed by its mark (",", ".", "?", ...).
+    """
+    if not text.strip():
+        raise TalkingAvatarError("cannot phonemize empty text; pass a sentence")
+    voice = voice or Voice()
+    engine = _engine()
+    pieces = []
+    # eSpeak drops punctuation, which neural voices need for phrasing: phonemize each run of text
+    # between marks on its own and put its mark back.
+    for chunk, mark in re.findall(r"([^,.;:!?]*)([,.;:!?]*)", text):
+        if chunk.strip():
+            ipa = " ".join(engine.text_to_ipa(chunk, voice))
+            pieces.append(ipa + mark[:1])
+    return " ".join(pieces)

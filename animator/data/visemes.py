@@ -1,5 +1,8 @@
 """Phonemes to mouth motion: eSpeak phonemes -> visemes -> coarticulated ARKit face-unit curves.
 
+Phones in ARPAbet (CMUdict's 39 phones, what the forced aligner reports) reach the same viseme
+classes through `ESPEAK_TO_ARPABET`: each ARPAbet phone stands for its canonical eSpeak mnemonic.
+
 Each phoneme gets a viseme: a target in face-unit weights plus how strongly it holds the jaw and
 the lips against its neighbours (its dominance, after Cohen and Massaro 1993). The weight of a unit
 at time t is the dominance-weighted average of the targets of all phonemes, each dominance
@@ -21,12 +24,19 @@ import numpy as np
 
 from animator.data.espeak import PAUSE_SYMBOLS, Phoneme
 from animator.data.face_units import FACE_UNIT_NAMES, unit_index, weights_from_targets
+from avatar.errors import TalkingAvatarError
 
 __all__ = [
     "Viseme",
     "VISEMES",
     "ArticulationStyle",
     "viseme_of",
+    "viseme_of_arpabet",
+    "arpabet_of_espeak",
+    "espeak_of_arpabet",
+    "ARPABET_PHONES",
+    "ESPEAK_TO_ARPABET",
+    "VOWEL_VISEMES",
     "mouth_curves",
     "closure_envelope",
 ]
@@ -144,10 +154,130 @@ _VOWELS: dict[str, str] = {
     "U": "close-rounded",
 }
 
+#: eSpeak NG English mnemonics (stress removed) -> ARPAbet phones. An r-coloured vowel or a
+#: syllabic consonant stands for two phones. The first mnemonic listed with a single ARPAbet phone
+#: is that phone's canonical eSpeak form (`espeak_of_arpabet`): AH is "@" (schwa, by far the
+#: commoner use in CMUdict; STRUT "V" is the other), so ARPAbet needs no viseme table of its own.
+ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
+    "_": ("SIL",),
+    "p": ("P",),
+    "b": ("B",),
+    "m": ("M",),
+    "f": ("F",),
+    "v": ("V",),
+    "T": ("TH",),
+    "D": ("DH",),
+    "s": ("S",),
+    "z": ("Z",),
+    "S": ("SH",),
+    "Z": ("ZH",),
+    "tS": ("CH",),
+    "dZ": ("JH",),
+    "t": ("T",),
+    "d": ("D",),
+    "n": ("N",),
+    "l": ("L",),
+    "k": ("K",),
+    "g": ("G",),
+    "N": ("NG",),
+    "h": ("HH",),
+    "r": ("R",),
+    "w": ("W",),
+    "j": ("Y",),
+    "t#": ("T",),  # American flap, as CMUdict spells it
+    "d#": ("D",),
+    "?": ("T",),  # glottal stop for /t/
+    "x": ("K",),
+    ";": (),  # palatalizes the phoneme before it; no phone of its own
+    "n-": ("AH", "N"),
+    "l-": ("AH", "L"),
+    "A:": ("AA",),
+    "0": ("AA",),
+    "A": ("AA",),
+    "a": ("AE",),
+    "aa": ("AE",),
+    "@": ("AH",),
+    "V": ("AH",),
+    "a#": ("AH",),
+    "O:": ("AO",),
+    "O": ("AO",),
+    "aU": ("AW",),
+    "aI": ("AY",),
+    "E": ("EH",),
+    "e": ("EH",),
+    "3:": ("ER",),
+    "3": ("ER",),
+    "eI": ("EY",),
+    "I": ("IH",),
+    "i:": ("IY",),
+    "i": ("IY",),
+    "oU": ("OW",),
+    "o": ("OW",),
+    "OI": ("OY",),
+    "U": ("UH",),
+    "u:": ("UW",),
+    "u": ("UW",),
+    "A@": ("AA", "R"),
+    "0@": ("AA", "R"),
+    "O@": ("AO", "R"),
+    "o@": ("AO", "R"),
+    "e@": ("EH", "R"),
+    "i@": ("IH", "R"),
+    "U@": ("UH", "R"),
+    "aI@": ("AY", "ER"),
+    "aU@": ("AW", "ER"),
+    "@L": ("AH", "L"),
+}
+#: ARPAbet phone -> its canonical eSpeak mnemonic (the first single-phone entry above).
+_ESPEAK_OF_ARPABET: dict[str, str] = {
+    phones[0]: mnemonic
+    for mnemonic, phones in reversed(ESPEAK_TO_ARPABET.items())  # reversed: the first one wins
+    if len(phones) == 1
+}
+#: The phone set of CMUdict and PocketSphinx's en-us model, plus SIL.
+ARPABET_PHONES = frozenset(_ESPEAK_OF_ARPABET)
+
+
+def arpabet_of_espeak(symbol: str) -> tuple[str, ...] | None:
+    """ARPAbet phones of an eSpeak mnemonic (stress removed), or None when it is unknown.
+
+    The longest listed prefix wins, so eSpeak's variants ("@2", "I#", "aI3") map as their stem.
+    Pauses map to ("SIL",).
+    """
+    if symbol in PAUSE_SYMBOLS:
+        return ("SIL",)
+    for length in (3, 2, 1):
+        if symbol[:length] in ESPEAK_TO_ARPABET:
+            return ESPEAK_TO_ARPABET[symbol[:length]]
+    return None
+
+
+def espeak_of_arpabet(symbol: str) -> str:
+    """The canonical eSpeak mnemonic of an ARPAbet phone ("AA1" and "aa" are accepted as "AA")."""
+    phone = symbol.rstrip("012").upper()
+    if phone not in _ESPEAK_OF_ARPABET:
+        raise TalkingAvatarError(
+            f"{symbol!r} is not an ARPAbet phone; use one of {' '.join(sorted(ARPABET_PHONES))}"
+        )
+    return _ESPEAK_OF_ARPABET[phone]
+
+
+def viseme_of_arpabet(symbol: str) -> str:
+    """The viseme class of an ARPAbet phone (stress digits allowed): that of its eSpeak form.
+
+    PocketSphinx's filler phones ("+NSN+", "+SPN+", ...) are noise, not speech: "rest".
+    """
+    if symbol.startswith("+"):
+        return "rest"
+    return viseme_of(espeak_of_arpabet(symbol))
+
+
 #: Viseme classes the generator guarantees open lips for (> 5 mm at the phoneme's centre).
 OPEN_VISEMES = frozenset({"open"})
 #: Viseme classes the generator guarantees closed lips for (over the whole phoneme).
 CLOSED_VISEMES = frozenset({"bilabial"})
+#: Viseme classes of vowels (and diphthongs).
+VOWEL_VISEMES = frozenset({"open", "mid", "schwa", "spread", "rounded", "close-rounded"})
 
 
 def viseme_of(symbol: str) -> str:
