@@ -25,11 +25,9 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from animator.data.align import PhoneSpan, align_phones, transcript_words  # noqa: E402
+from avatar.atomic import atomic_path  # noqa: E402
 from avatar.errors import TalkingAvatarError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -489,13 +488,8 @@ def segment_text(text: str, first: int, end: int) -> str:
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call write(temporary path), then rename it into place: no half-written file is left."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as tmp:
-        temporary = Path(tmp.name)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def snr_estimate(samples: np.ndarray, rate: int) -> float:
