@@ -103,9 +103,10 @@ def format_table(rows: list[dict], columns: list[tuple[str, str]], *, first: str
         cells = []
         for key, _ in columns:
             v = row.get(key)
-            cells.append(
-                "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-            )
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("n/a")
+            else:
+                cells.append(str(v) if isinstance(v, int) else f"{v:.3f}")
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -260,20 +261,21 @@ SPEECH_COLUMNS = [
 ]
 
 SPEECH_LEGEND = """\
-Per clip: closure = mean inner-lip gap inside p/b/m over the mean gap at open-vowel centres
+Rows are medians per speaker, then over speakers. Per clip: closure = mean inner-lip gap inside p/b/m over the mean gap at open-vowel centres
 (0 = shut); specificity = mean over p/b/m of the smallest gap within the phone over the same for
 t/d/k/g/n (a mouth that shuts on every quiet consonant scores about 1); open-vowel gap in mm;
 lag = frames of best cross-correlation between the gap and a phone opening target (positive =
-mouth after sound) and that correlation. Rows are medians over clips; each emotion row adds
-that emotion at intensity 1 to the same clips. No idle layer.
+mouth after sound) and that correlation. Each emotion row adds that emotion at intensity 1 to
+the same clips. No idle layer.
 """
 
 
-def read_speech_clips(folder: str | Path) -> list[tuple[Path, list]]:
-    """(wav, phone spans) of every `<clip>.wav` with a `<clip>.json` beside it in `folder`.
+def read_speech_clips(folder: str | Path) -> list[tuple[Path, list, str]]:
+    """(wav, phone spans, speaker) of every `<clip>.wav` with a `<clip>.json` beside it.
 
     The JSON holds {"phones": [{"symbol", "start", "end"}, ...]} (seconds; ARPAbet or eSpeak
-    symbols), or the talking set's {"phonemes": [...]} with the same fields.
+    symbols), or the talking set's {"phonemes": [...]} with the same fields, and optionally
+    "speaker" (default: the clip's name).
     """
     import json
 
@@ -294,12 +296,13 @@ def read_speech_clips(folder: str | Path) -> list[tuple[Path, list]]:
             timings = [
                 TimedLabel(str(p["symbol"]), float(p["start"]), float(p["end"])) for p in spans
             ]
+            speaker = str(data.get("speaker") or data.get("subject") or wav.stem)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise TalkingAvatarError(
                 f"{meta} is not a phone-timing file ({type(err).__name__}); it needs "
                 '{"phones": [{"symbol": "B", "start": 0.1, "end": 0.15}, ...]}'
             ) from None
-        clips.append((wav, timings))
+        clips.append((wav, timings, speaker))
     if not clips:
         raise TalkingAvatarError(
             f"{folder} holds no <clip>.wav with a <clip>.json of phone timings beside it"
@@ -317,6 +320,9 @@ def evaluate_speech(
 ) -> tuple[list[dict], dict[str, dict[str, float]], str]:
     """Lip-sync measures (`animator.lipsync`) of an animator on recordings with phone timings.
 
+    Medians are taken per speaker first, then over speakers, so a speaker with many clips
+    does not outweigh the others; the per-speaker and per-clip tables follow.
+
     Returns (per-clip rows, medians per condition, the Markdown tables).
     """
     from animator.audio import load_audio
@@ -327,11 +333,11 @@ def evaluate_speech(
     fps = anim.fps
     conditions = ["neutral", *(e for e in EMOTIONS if e != "neutral")] if emotions else ["neutral"]
     clip_rows: list[dict] = []
-    per_condition: dict[str, list[dict[str, float]]] = {c: [] for c in conditions}
-    for wav, timings in read_speech_clips(folder):
+    per_condition: dict[str, list[tuple[str, dict[str, float]]]] = {c: [] for c in conditions}
+    for wav, timings, speaker in read_speech_clips(folder):
         audio = load_audio(wav)
         w_a = anim.speech_weights(audio, fps=fps)
-        row: dict = {"method": wav.stem}
+        row: dict = {"method": wav.stem, "speaker": speaker}
         for condition in conditions:
             mix = {} if condition == "neutral" else {condition: 1.0}
             perf = anim.perform(audio, w_a, as_track(mix), fps=fps, blinks=False, head_motion=False)
@@ -343,7 +349,7 @@ def evaluate_speech(
                 reference=head.v_template.numpy(),
             )
             scores = lip_sync_scores(gap, timings, fps).as_dict()
-            per_condition[condition].append(scores)
+            per_condition[condition].append((speaker, scores))
             if condition == "neutral":
                 row.update(scores)
             else:
@@ -355,21 +361,43 @@ def evaluate_speech(
             f"{wav.stem}: closure {row['closure']:.2f}, specificity {row['specificity']:.2f}, "
             f"open {row['open_mm']:.1f} mm, lag {row['lag']:+.0f}, corr {row['corr']:.2f}"
         )
-    medians = {
-        c: {k: float(np.nanmedian([s[k] for s in rows])) for k in rows[0]}
-        for c, rows in per_condition.items()
-    }
+
+    def median_of_speakers(rows: list[tuple[str, dict[str, float]]]) -> dict[str, float]:
+        groups = _by_speaker(rows)
+        return {
+            k: float(np.nanmedian([_nanmedian([s[k] for s in v]) for v in groups.values()]))
+            for k in rows[0][1]
+        }
+
+    medians = {c: median_of_speakers(rows) for c, rows in per_condition.items()}
+    speakers = [
+        {"method": name, "clips": len(v), **{k: _nanmedian([s[k] for s in v]) for k in v[0]}}
+        for name, v in _by_speaker(per_condition["neutral"]).items()
+    ]
     summary = format_table(
         [{"method": f"median, {c}" if c == "neutral" else f"median, {c} at 1", **m}
          for c, m in medians.items()],
         SPEECH_COLUMNS,
     )  # fmt: skip
+    per_speaker = format_table(speakers, [("clips", "clips"), *SPEECH_COLUMNS], first="speaker")
     per_clip = format_table(
         clip_rows,
         [*SPEECH_COLUMNS, ("worst_emotion_closure", "worst closure under emotion")],
         first="clip",
     )
-    return clip_rows, medians, f"{summary}\n\n{per_clip}"
+    return clip_rows, medians, f"{summary}\n\n{per_speaker}\n\n{per_clip}"
+
+
+def _by_speaker(rows: list[tuple[str, dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    out: dict[str, list[dict[str, float]]] = {}
+    for speaker, scores in rows:
+        out.setdefault(speaker, []).append(scores)
+    return out
+
+
+def _nanmedian(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.median(finite)) if finite else float("nan")
 
 
 # ------------------------------------------------------------------ expressions on the head
