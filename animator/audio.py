@@ -60,7 +60,7 @@ def load_audio(source: str | Path | np.ndarray | Audio, sample_rate: int | None 
     if isinstance(source, np.ndarray):
         if sample_rate is None or sample_rate <= 0:
             raise TalkingAvatarError("audio samples need a positive sample_rate in Hz")
-        samples = np.asarray(source, dtype=np.float32)
+        samples = pcm_to_float(source)
         if samples.ndim == 2:
             samples = samples.mean(axis=0)
         return _finish(_resample(samples, sample_rate), sample_rate, None, "the audio array")
@@ -83,6 +83,14 @@ def load_audio(source: str | Path | np.ndarray | Audio, sample_rate: int | None 
             f"cannot read audio file {path} ({type(err).__name__}); use wav, flac, mp3 or ogg"
         ) from None
     return _finish(samples.astype(np.float32), native_rate, path, f"audio file {path}")
+
+
+def pcm_to_float(samples: np.ndarray) -> np.ndarray:
+    """Samples as float32; integer PCM (int16 from eSpeak or a pickle) scaled to [-1, 1)."""
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        return (samples / (float(np.iinfo(samples.dtype).max) + 1.0)).astype(np.float32)
+    return samples.astype(np.float32)
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
