@@ -132,21 +132,17 @@ def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
     return np.pad(audio, (0, length - audio.shape[0]))
 
 
-def _ratio(value: float, *, max_denominator: int = 100) -> Fraction:
-    return Fraction(value).limit_denominator(max_denominator)
-
-
 # ---------------------------------------------------------------------------------- speaker
 def change_speed(audio: np.ndarray, factor: float) -> tuple[np.ndarray, float]:
     """Play `audio` `factor` times faster by resampling (tempo, pitch and formants all change).
 
-    Returns the output `[round(N / factor)]` and the factor actually used (the nearest ratio
-    p / q with q <= 100, which is what the motion must be warped by).
+    Returns the output `[round(N / factor)]` and the factor actually used (rounded to 0.01,
+    which is what the motion must be warped by).
     """
     audio = _check(audio)
     if not 0.25 <= factor <= 4.0:
         raise TalkingAvatarError(f"speed factor {factor} is out of range; use 0.25 to 4")
-    ratio = _ratio(factor)
+    ratio = Fraction(int(round(factor * 100)), 100)
     out = signal.resample_poly(audio, ratio.denominator, ratio.numerator)  # [~N / factor]
     return _fit_length(out, int(round(audio.shape[0] / float(ratio)))).astype(np.float32), float(
         ratio
@@ -261,7 +257,7 @@ def shift_pitch(
     audio = _check(audio)
     if abs(semitones) > 12:
         raise TalkingAvatarError(f"pitch shift {semitones} semitones is out of range; use -12..12")
-    ratio = _ratio(2.0 ** (semitones / 12.0), max_denominator=64)
+    ratio = Fraction(2.0 ** (semitones / 12.0)).limit_denominator(64)
     longer = time_stretch(audio, float(ratio))  # [~N * r]
     back = signal.resample_poly(longer, ratio.denominator, ratio.numerator)  # [~N]
     shifted = _fit_length(back.astype(np.float32), audio.shape[0])
