@@ -105,7 +105,8 @@ def split_voices(
 
     Within each group (e.g. gender) `held_out` of the voices go to val and as many to test
     (rounded, none when a group is too small), drawn with `seed`; the rest train. `pinned` maps
-    voice keys to a split before the draw.
+    voice keys to a split before the draw. Each split lists its pinned voices first, then the
+    others by key.
     """
     pinned = pinned or {}
     out: dict[str, list[Any]] = {split: [] for split in SPLITS}
@@ -124,8 +125,8 @@ def split_voices(
         for rank, i in enumerate(order):
             split = "val" if rank < count else "test" if rank < 2 * count else "train"
             out[split].append(members[i])
-    for split in SPLITS:
-        out[split].sort(key=voice_key)
+    for split in SPLITS:  # pinned voices first (they open the small set), then by name
+        out[split].sort(key=lambda v: (voice_key(v) not in pinned, voice_key(v)))
     return out
 
 
@@ -159,8 +160,8 @@ ESPEAK_DROPPED_VARIANTS: dict[str, str] = {
             "robosoft8",
         )
     },
-    "Alex": "monotone: F0 spread 0.4 semitones (speech has 1.5-3)",
-    "AnxiousAndy": "monotone: F0 spread 0.2 semitones (speech has 1.5-3)",
+    "Alex": "monotone: F0 spread 0.4 semitones (every kept voice has 0.7 or more)",
+    "AnxiousAndy": "monotone: F0 spread 0.2 semitones (every kept voice has 0.7 or more)",
     "fast": "a test voice: the same audio as the language's own voice",
     "klatt6": _NEAR_COPY + " (adam)",
     "iven3": _NEAR_COPY + " (iven2)",
@@ -169,7 +170,8 @@ ESPEAK_DROPPED_VARIANTS: dict[str, str] = {
     "steph3": _NEAR_COPY + " (steph)",
 }
 #: The timbre of each language's own voice (no variant). It is pinned to the test split: the
-#: bundled sample speech (scripts/build_sample_speech.py) uses it, and stays unheard.
+#: bundled sample speech (scripts/build_sample_speech.py) uses it, and stays unheard; the small
+#: set's test speaker speaks with it too (eSpeak's plainest voice, for quick checks).
 ESPEAK_DEFAULT_TIMBRE = "default"
 ESPEAK_RATE_WPM = (120, 220)
 ESPEAK_PITCH = (25, 75)
