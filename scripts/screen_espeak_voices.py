@@ -2,10 +2,11 @@
 
 For every variant the library lists (and the plain voice), two test sentences in en-US at the
 default rate give: duration relative to the plain voice, median F0 and its spread in semitones
-(librosa.pyin; whisper voices have none), the voiced share, the share of int16 samples in eSpeak's limiter
-(|x| >= 32000) at volume 100, the echo the variant file asks for (delay ms, amplitude %), and the variant whose
-waveform correlates best with it (same-length outputs only; > 0.99 means the same timbre).
-Prints a Markdown table and whether `voices.ESPEAK_DROPPED_VARIANTS` drops each one.
+(librosa.pyin; whisper voices have none), the voiced share, the share of int16 samples in
+eSpeak's soft limiter (|x| >= 32000) at volume 100, the echo the variant file asks for (delay ms,
+amplitude %), and the variant whose waveform correlates best with it (same-length outputs only;
+> 0.99 means the same timbre). Prints a Markdown table and whether
+`voices.ESPEAK_DROPPED_VARIANTS` drops each one.
 
     .venv/bin/python scripts/screen_espeak_voices.py > screen.md
 """
@@ -47,10 +48,10 @@ def main() -> None:
     rows, waves = [], {}
     for variant in variants:
         name = "en-US" + ("" if variant == PLAIN else f"+{variant}")
-        seconds, f0s, voiced, clipped, total = 0.0, [], [], 0, 0
+        seconds, f0s, voiced, limited, total = 0.0, [], [], 0, 0
         for text in TEXTS:
             utterance = synthesize(text, Voice(name))
-            clipped += int(np.sum(np.abs(utterance.audio.astype(np.int32)) >= 32000))
+            limited += int(np.sum(np.abs(utterance.audio.astype(np.int32)) >= 32000))
             total += utterance.audio.shape[0]
             seconds += utterance.duration
             audio = load_audio(utterance.audio, utterance.sample_rate).samples
@@ -67,7 +68,7 @@ def main() -> None:
                 "f0": float(np.median(f0)) if f0.size else float("nan"),
                 "spread": spread,
                 "voiced": float(np.mean(voiced)),
-                "clipped": 1000 * clipped / total,
+                "limited": 1000 * limited / total,
                 "echo": "-" if variant == PLAIN else echo_of(variant),
             }
         )
@@ -88,7 +89,7 @@ def main() -> None:
         kept = "dropped" if row["variant"] in ESPEAK_DROPPED_VARIANTS else "kept"
         print(
             f"| {row['variant']} | {row['seconds'] / plain_seconds:.2f} | {row['f0']:.0f} | "
-            f"{row['spread']:.1f} | {row['voiced']:.2f} | {row['clipped']:.2f} | {row['echo']} | "
+            f"{row['spread']:.1f} | {row['voiced']:.2f} | {row['limited']:.2f} | {row['echo']} | "
             f"{best} ({best_corr:.3f}) | {kept} |"
         )
 
