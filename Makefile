@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.animator --threads 1
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python benchmarks/viewer.py
+	$(BIN)/python -m benchmarks.augment
 
 clean-venv:
 	rm -rf $(VENV)
