@@ -26,7 +26,7 @@ def add_data_commands(subparsers: Any) -> argparse.ArgumentParser:
             "at 120-220 wpm; whole voices held out for validation and test), each saying 2-3 "
             "sentences of their own, at 60 fps in VOCAset's format, with phoneme timings beside "
             "it. The default set is about 7 GB (V x 3 float32 per frame, as VOCAset) and takes "
-            "about 4 minutes; --small writes ~60 MB."
+            "about 3 minutes; --small writes ~60 MB."
         ),
     )
     talking.add_argument("--out", required=True, metavar="DIR", help="output folder")
