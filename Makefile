@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/viewer.py
 	$(BIN)/python benchmarks/align.py
 	$(BIN)/python benchmarks/tts.py --sentences 2
+	$(BIN)/python -m benchmarks.augment
 
 clean-venv:
 	rm -rf $(VENV)

@@ -132,7 +132,7 @@ def load_audio(
         what = label or "the audio array"
         if sample_rate is None or sample_rate <= 0:
             raise TalkingAvatarError("audio samples need a positive sample_rate in Hz")
-        samples = np.asarray(source, dtype=np.float32)
+        samples = pcm_to_float(source)
         if samples.ndim == 2:
             samples = samples.mean(axis=0)
         _check_length(samples.shape[-1] / sample_rate, max_seconds, what)
@@ -288,6 +288,14 @@ def _decode_ffmpeg(path: Path, max_seconds: float | None, what: str) -> tuple[np
         raise TalkingAvatarError(f"cannot read {what} ({reason}); use wav, flac, mp3 or ogg")
     data = b"".join(chunks)
     return np.frombuffer(data[: len(data) // 4 * 4], dtype="<f4").astype(np.float32), over
+
+
+def pcm_to_float(samples: np.ndarray) -> np.ndarray:
+    """Samples as float32; integer PCM (int16 from eSpeak or a pickle) scaled to [-1, 1)."""
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        return (samples / (float(np.iinfo(samples.dtype).max) + 1.0)).astype(np.float32)
+    return samples.astype(np.float32)
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:

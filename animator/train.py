@@ -22,10 +22,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from animator.audio import load_audio
+from animator.audio import Audio, load_audio
+from animator.augment import AugmentConfig, augment
 from animator.data.sample import MotionSample, TimedLabel
 from animator.emotion import EMOTIONS
-from animator.features import FEATURE_RATE, log_mel
+from animator.features import FEATURE_RATE, log_mel, resample_frames
 from animator.models import (
     FusionConfig,
     FusionModule,
@@ -59,6 +60,21 @@ class TrainConfig:
     lip_weight: float = 1.0  # extra loss on the lip vertices (about 16x emphasis on this head)
     val_every: int = 250
     seed: int = 0
+    #: augmented renditions of each training talking clip, beside the clean one (0: clean only)
+    augment_renditions: int = 3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: clips whose audio babble noise is mixed from (other speakers' training clips)
+    babble_bank: int = 64
+
+
+@dataclass
+class Rendition:
+    """A training clip heard differently: augmented features, and the motion if timing changed."""
+
+    mel: torch.Tensor  # [T_a, 80] float16 at 100 Hz
+    coeffs: torch.Tensor | None = None  # [T', C] when speed changed the timing, else the clip's
+    speed: float = 1.0  # output time t shows the clean clip's time t * speed
+    steps: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +90,7 @@ class Clip:
     style: int = -1
     timings: list[TimedLabel] = field(default_factory=list)
     disp: torch.Tensor | None = None  # [T, V, 3], kept only for evaluation clips
+    renditions: list[Rendition] = field(default_factory=list)  # training talking clips only
 
     @property
     def num_frames(self) -> int:
@@ -118,8 +135,14 @@ def load_training_data(
     expressions_dir: str | Path,
     cfg: TrainConfig,
     log: Callable[[str], None] = print,
+    *,
+    renditions: bool = True,
 ) -> tuple[MotionBasis, list[Clip], list[Clip], dict]:
-    """Read both sets, fit the shared motion basis and encode every clip."""
+    """Read both sets, fit the shared motion basis and encode every clip.
+
+    With `renditions` (and `cfg.augment_renditions` > 0) each training talking clip also gets
+    its augmented renditions (`build_renditions`); stage 1 is their only user.
+    """
     from animator.data.florence import FlorenceDataset
     from animator.data.vocaset import VocasetDataset
 
@@ -151,6 +174,8 @@ def load_training_data(
     basis, kept = MotionBasis.fit(torch.cat(fit_frames), cfg.components)
     log(f"motion basis: {cfg.components} components keep {kept * 100:.3f}% of the motion energy")
 
+    train_audio: list[np.ndarray] = []  # [N] 16 kHz, of the training talking clips, in order
+
     def clip_of(s: MotionSample, kind: str) -> Clip:
         disp = displacement_frames(s, cfg.fps)
         split = s.split or "train"
@@ -158,7 +183,10 @@ def load_training_data(
         if kind == "talking":
             if s.audio is None:
                 raise TalkingAvatarError(f"talking sequence {s.subject}/{s.sentence} has no audio")
-            mel = torch.from_numpy(log_mel(load_audio(s.audio, s.sample_rate)))
+            audio = load_audio(s.audio, s.sample_rate)
+            mel = torch.from_numpy(log_mel(audio))
+            if split == "train":
+                train_audio.append(audio.samples)
         return Clip(
             coeffs=basis.encode(disp),
             name=f"{s.subject}/{s.sentence or s.expression}",
@@ -177,8 +205,67 @@ def load_training_data(
         f"data: {len(talk)} talking clips ({sum(c.num_frames for c in talk)} frames at {cfg.fps:g} fps), "
         f"{len(expr)} expression clips; read in {time.perf_counter() - t0:.0f} s"
     )
+    if renditions and cfg.augment_renditions > 0:
+        build_renditions([c for c in talk if c.split == "train"], train_audio, cfg, log=log)
     meta = {"train_subjects": train_subjects, "num_vertices": num_v, "basis_energy_kept": kept}
     return basis, talk, expr, meta
+
+
+def build_renditions(
+    clips: list[Clip],
+    audio: list[np.ndarray],
+    cfg: TrainConfig,
+    *,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Give each clip `cfg.augment_renditions` augmented renditions (`animator.augment`).
+
+    Rendition k of clip i draws from `default_rng([cfg.seed, i, k])`, so every process of a
+    distributed run builds the same pool. Babble comes from `cfg.babble_bank` other clips
+    (never the same speaker). Features are stored as float16 to halve the memory; a
+    speed-perturbed rendition also stores its motion, time-warped by the same factor.
+
+    Args:
+        clips: training talking clips (their `renditions` are replaced).
+        audio: each clip's clean speech `[N]` float32 at 16 kHz, in the same order.
+
+    Returns:
+        The bytes the renditions hold.
+    """
+    if len(clips) != len(audio):
+        raise ValueError(f"{len(clips)} clips but {len(audio)} audio arrays")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, 7])
+    bank = rng.choice(len(clips), size=min(cfg.babble_bank, len(clips)), replace=False)
+    held = 0
+    for i, (clip, samples) in enumerate(zip(clips, audio, strict=True)):
+        sources = [audio[j] for j in bank if clips[j].subject != clip.subject]
+        clip.renditions = []
+        for k in range(cfg.augment_renditions):
+            out = augment(
+                samples,
+                np.random.default_rng([cfg.seed, i, k]),
+                config=cfg.augment,
+                babble_sources=sources,
+            )
+            coeffs = None
+            if out.speed != 1.0:
+                frames = max(1, int(round(clip.num_frames / out.speed)))
+                coeffs = resample_frames(clip.coeffs, cfg.fps, frames, cfg.fps / out.speed)
+            mel = torch.from_numpy(log_mel(Audio(out.audio))).half()
+            clip.renditions.append(
+                Rendition(mel=mel, coeffs=coeffs, speed=out.speed, steps=out.steps)
+            )
+            held += mel.numel() * mel.element_size()
+            held += 0 if coeffs is None else coeffs.numel() * coeffs.element_size()
+    elapsed = time.perf_counter() - t0
+    count = len(clips) * cfg.augment_renditions
+    log(
+        f"augmentation: {cfg.augment_renditions} renditions of each of {len(clips)} training "
+        f"clips, {held / 2**20:.0f} MB, built in {elapsed:.0f} s "
+        f"({1000 * elapsed / max(1, count):.0f} ms each)"
+    )
+    return held
 
 
 def _crop_batch(
@@ -186,6 +273,7 @@ def _crop_batch(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """A batch of random crops: coeffs `[B, F, C]`, mel `[B, F_a, 80]` or None, style `[B]`.
 
+    With audio, a clip with renditions plays as itself or as one of them, drawn uniformly.
     Crops start on frames that are multiples of 3 so that, at 30 fps, they start exactly on a
     100 Hz feature frame.
     """
@@ -194,19 +282,28 @@ def _crop_batch(
     picks = torch.randint(len(clips), (batch,), generator=gen)
     for i in picks.tolist():
         clip = clips[i]
-        n = clip.num_frames
+        motion, features = clip.coeffs, clip.mel
+        if with_audio and clip.renditions:
+            # 0 is the clean clip, k > 0 its k-th augmented rendition
+            r = int(torch.randint(len(clip.renditions) + 1, (1,), generator=gen))
+            if r > 0:
+                rendition = clip.renditions[r - 1]
+                features = rendition.mel
+                if rendition.coeffs is not None:
+                    motion = rendition.coeffs
+        n = motion.shape[0]
         if n <= frames:
             start = 0
         else:
             start = 3 * int(torch.randint((n - frames) // 3 + 1, (1,), generator=gen))
-        c = clip.coeffs[start : start + frames]
+        c = motion[start : start + frames]
         if len(c) < frames:  # pad short clips by holding the last frame
             c = torch.cat([c, c[-1:].expand(frames - len(c), -1)])
         coeffs.append(c)
         styles.append(clip.style)
         if with_audio:
             a = int(round(start * per))
-            m = clip.mel[a : a + int(math.ceil(frames * per)) + 1]
+            m = features[a : a + int(math.ceil(frames * per)) + 1].float()
             need = int(math.ceil(frames * per)) + 1
             if len(m) < need:
                 m = torch.cat([m, m[-1:].expand(need - len(m), -1)])
@@ -471,14 +568,6 @@ def train(
     init_distributed()
     started = time.perf_counter()
     head = head if head is not None else load_flame()
-    basis, talk, expr, meta = load_training_data(
-        talking_dir, expressions_dir, cfg, log=log if _is_main() else lambda *_: None
-    )
-    if meta["num_vertices"] != head.num_vertices:
-        raise TalkingAvatarError(
-            f"the training meshes have {meta['num_vertices']} vertices but the head model "
-            f"{head.source} has {head.num_vertices}; train with the head the data was made for (--flame)"
-        )
     resumed: dict[str, torch.Tensor] = {}
     if resume is not None:
         _, resumed = load_checkpoint(resume)
@@ -489,6 +578,19 @@ def train(
     def sub(prefix: str) -> dict | None:
         got = {k[len(prefix) + 1 :]: v for k, v in resumed.items() if k.startswith(prefix + ".")}
         return got or None
+
+    basis, talk, expr, meta = load_training_data(
+        talking_dir,
+        expressions_dir,
+        cfg,
+        log=log if _is_main() else lambda *_: None,
+        renditions=sub("speech") is None,  # only stage 1 hears them
+    )
+    if meta["num_vertices"] != head.num_vertices:
+        raise TalkingAvatarError(
+            f"the training meshes have {meta['num_vertices']} vertices but the head model "
+            f"{head.source} has {head.num_vertices}; train with the head the data was made for (--flame)"
+        )
 
     num_subjects = len(meta["train_subjects"])
     lips = torch.as_tensor(head.region("lips"))

@@ -80,7 +80,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = replace(TrainConfig(), stage2_steps=args.steps)
-    basis, talk, expr, meta = load_training_data(args.talking, args.expressions, cfg)
+    # stage 1 comes from the checkpoint, so no augmented renditions are needed
+    basis, talk, expr, meta = load_training_data(
+        args.talking, args.expressions, cfg, renditions=False
+    )
     _, tensors = load_checkpoint(args.checkpoint)
     speech_state = {k[len("speech.") :]: v for k, v in tensors.items() if k.startswith("speech.")}
     basis.load_state_dict(

@@ -15,7 +15,15 @@ from animator.audio import SAMPLE_RATE, load_audio
 from animator.checkpoint import load_checkpoint, save_checkpoint
 from animator.mapping import fit_flame_mapping
 from animator.models import FusionConfig, FusionModule, MotionBasis, SpeechModel, SpeechModelConfig
-from animator.train import Clip, TrainConfig, train_fusion, train_speech_model
+from animator.train import (
+    Clip,
+    Rendition,
+    TrainConfig,
+    _crop_batch,
+    build_renditions,
+    train_fusion,
+    train_speech_model,
+)
 from avatar.errors import TalkingAvatarError
 
 
@@ -34,6 +42,14 @@ def test_audio_formats_and_rates_load_as_16k_mono(tmp_path, fmt, rate) -> None:
     assert audio.samples.ndim == 1 and audio.source_rate == rate
     assert audio.duration == pytest.approx(1.5, abs=0.01)
     assert audio.num_frames(30) == 45 and not audio.is_silent
+
+
+def test_integer_pcm_arrays_are_scaled_not_clipped() -> None:
+    pcm = (tone(0.5, SAMPLE_RATE) * 32768).astype(np.int16)
+    audio = load_audio(pcm, SAMPLE_RATE)
+    np.testing.assert_allclose(audio.samples, tone(0.5, SAMPLE_RATE), atol=1 / 32768)
+    stereo = np.stack([pcm, pcm]).astype(np.int32) * 65536  # [C, N] int32
+    assert np.abs(load_audio(stereo, SAMPLE_RATE).samples).max() == pytest.approx(0.3, rel=1e-3)
 
 
 def test_silence_is_detected(tmp_path) -> None:
@@ -154,20 +170,29 @@ def test_bundled_animator_loads_and_animates(head) -> None:
 
 # ------------------------------------------------------------------------------- distributed
 def synthetic_clips(num: int = 6, frames: int = 45, components: int = 8) -> list[Clip]:
+    """Random clips; every other one has two renditions (one of them time-warped)."""
     g = torch.Generator().manual_seed(1)
     clips = []
     for i in range(num):
-        clips.append(
-            Clip(
-                coeffs=torch.randn(frames, components, generator=g) * 0.01,
-                name=f"s{i % 3}/x{i}",
-                subject=f"s{i % 3}",
-                label=f"x{i}",
-                split="train",
-                mel=torch.randn(frames * 10 // 3 + 5, 80, generator=g),
-                style=i % 3,
-            )
+        clip = Clip(
+            coeffs=torch.randn(frames, components, generator=g) * 0.01,
+            name=f"s{i % 3}/x{i}",
+            subject=f"s{i % 3}",
+            label=f"x{i}",
+            split="train",
+            mel=torch.randn(frames * 10 // 3 + 5, 80, generator=g),
+            style=i % 3,
         )
+        if i % 2 == 0:
+            faster = frames * 10 // 11  # a rendition 1.1 times faster
+            clip.renditions = [
+                Rendition(mel=torch.randn(frames * 10 // 3 + 5, 80, generator=g).half()),
+                Rendition(
+                    mel=torch.randn(faster * 10 // 3 + 5, 80, generator=g).half(),
+                    coeffs=torch.randn(faster, components, generator=g) * 0.01,
+                ),
+            ]
+        clips.append(clip)
     return clips
 
 
@@ -221,6 +246,87 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path) ->
     assert fresh.keys() == {k[len("speech.") :] for k in single if k.startswith("speech.")}
     moved = [k for k in fresh if (single[f"speech.{k}"] - fresh[k]).abs().max() > 1e-4]
     assert "to_coeffs.weight" in moved and len(moved) > len(fresh) // 2
+
+
+def test_crops_play_the_clean_clip_and_each_rendition_with_its_own_motion() -> None:
+    """A clip whose renditions carry marker features: each crop pairs features and motion of
+    one rendition, and all three turn up."""
+    frames = 60
+    clip = Clip(
+        coeffs=torch.zeros(frames, 4),
+        name="a/b",
+        subject="a",
+        label="b",
+        split="train",
+        mel=torch.zeros(200, 80),
+        style=0,
+    )
+    clip.renditions = [
+        Rendition(mel=torch.ones(200, 80).half()),
+        Rendition(mel=torch.full((180, 80), 2.0).half(), coeffs=torch.full((54, 4), 2.0)),
+    ]
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        coeffs, mel, _ = _crop_batch([clip], gen, 4, 30, with_audio=True)
+        assert mel.dtype == torch.float32 and mel.shape == (4, 101, 80)
+        for c, m in zip(coeffs, mel, strict=True):
+            marker = float(m[0, 0])
+            seen.add(marker)
+            assert float(c[0, 0]) == (2.0 if marker == 2.0 else 0.0)
+    assert seen == {0.0, 1.0, 2.0}
+    coeffs, mel, _ = _crop_batch([clip], gen, 8, 30, with_audio=False)
+    assert mel is None and coeffs.abs().max() == 0  # motion-only batches ignore renditions
+
+
+def test_renditions_are_seeded_bounded_and_time_warped() -> None:
+    from animator.data.espeak import Voice, synthesize
+
+    utterances = [
+        synthesize(text, Voice(voice))
+        for text, voice in (("Bob bought a map.", "en-us+m3"), ("Pam moved a boat.", "en+f3"))
+    ]
+    audio = [load_audio(u.audio, u.sample_rate).samples for u in utterances]
+    cfg = replace(TrainConfig(), augment_renditions=4)
+    cfg = replace(cfg, augment=replace(cfg.augment, p_speed=1.0, p_codec=0.0))
+
+    def clips() -> list[Clip]:
+        return [
+            Clip(
+                coeffs=torch.arange(round(a.shape[0] / SAMPLE_RATE * 30), dtype=torch.float32)[
+                    :, None
+                ].repeat(1, 3),
+                name=f"s{i}/x",
+                subject=f"s{i}",
+                label="x",
+                split="train",
+            )
+            for i, a in enumerate(audio)
+        ]
+
+    first, again = clips(), clips()
+    held = build_renditions(first, audio, cfg, log=lambda *_: None)
+    build_renditions(again, audio, cfg, log=lambda *_: None)
+    expected = 0
+    for clip, twin in zip(first, again, strict=True):
+        assert len(clip.renditions) == 4
+        for r, r2 in zip(clip.renditions, twin.renditions, strict=True):
+            assert torch.equal(r.mel, r2.mel) and r.steps == r2.steps
+            assert r.mel.dtype == torch.float16
+            expected += r.mel.numel() * 2 + (0 if r.coeffs is None else r.coeffs.numel() * 4)
+            speed = r.speed
+            assert r.steps[0] == f"speed {speed:.2f}"
+            if r.coeffs is None:
+                assert speed == 1.0
+                continue
+            # the motion is warped by the speed: frame i shows source frame i * speed (held at
+            # the last frame past the end)
+            assert r.coeffs.shape[0] == max(1, round(clip.num_frames / speed))
+            source = (torch.arange(r.coeffs.shape[0]) * speed).clamp(max=clip.num_frames - 1)
+            torch.testing.assert_close(r.coeffs[:, 0], source, atol=1e-4, rtol=0)
+            # features and motion still last the same: 100 Hz features vs 30 fps motion
+            assert abs(r.mel.shape[0] / 100 - r.coeffs.shape[0] / 30) < 0.05
+    assert held == expected
 
 
 # ------------------------------------------------------------------------------- idle layer

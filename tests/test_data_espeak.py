@@ -6,10 +6,11 @@ import argparse
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from animator.data.cli import add_data_commands
-from animator.data.espeak import Voice, synthesize
+from animator.data.espeak import Voice, list_voices, synthesize
 from avatar.errors import TalkingAvatarError
 
 
@@ -31,6 +32,28 @@ def test_voices_and_rate_change_the_speech() -> None:
     slow = synthesize("Five brave sailors.", Voice("en-gb-x-rp+m1", rate=120))
     fast = synthesize("Five brave sailors.", Voice("en-us+f3", rate=220))
     assert slow.duration > fast.duration * 1.3
+
+
+def test_the_library_lists_english_languages_and_variants() -> None:
+    languages = {v.name for v in list_voices(language="en")}
+    assert {"en", "en-US", "en-GB-x-rp", "en-029", "en-GB-scotland", "en-US-nyc"} <= languages
+    assert all(any(t.startswith("en") for t, _ in v.languages) for v in list_voices(language="en"))
+    variants = {v.name: v for v in list_voices(variants=True)}
+    assert {f"m{i}" for i in range(1, 8)} | {f"f{i}" for i in range(1, 6)} <= set(variants)
+    assert {"klatt", "whisper", "croak"} <= set(variants)
+    assert variants["f3"].gender == "female" and variants["m3"].gender == "male"
+    for name in ("en-GB-x-rp", "en-US-nyc"):  # listed names are loadable voice names
+        assert synthesize("Bob.", Voice(f"{name}+whisper")).duration > 0.2
+
+
+def test_volume_scales_the_audio() -> None:
+    loud = synthesize("Bob bought a map.", Voice("en-us+m3", volume=100))
+    quiet = synthesize("Bob bought a map.", Voice("en-us+m3", volume=50))
+    ratio = np.sqrt(
+        np.mean(quiet.audio.astype(float) ** 2) / np.mean(loud.audio.astype(float) ** 2)
+    )
+    assert ratio == pytest.approx(0.5, abs=0.05)
+    assert [p.symbol for p in quiet.phonemes] == [p.symbol for p in loud.phonemes]
 
 
 def test_unknown_voice() -> None:

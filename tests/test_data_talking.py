@@ -19,9 +19,15 @@ from animator.data.talking import (
     synthesize_clip,
 )
 from animator.data.visemes import viseme_of
+from animator.data.voices import SPLITS
 from avatar.errors import TalkingAvatarError
 
 SEED = 7
+
+
+@pytest.fixture(scope="module")
+def speakers(head) -> list:
+    return make_speakers(head, SEED)
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +77,16 @@ def test_lips_close_in_bilabials_and_open_in_open_vowels(talking_set: Path, head
     assert closed_frames > 30 and open_vowels > 10
 
 
-def test_rest_pose_lips_closed_for_every_speaker(head) -> None:
-    for speaker in make_speakers(head, SEED):
+def test_rest_pose_lips_closed_for_every_speaker(head, speakers) -> None:
+    for speaker in speakers:
         from animator.data.driving import identity_template
 
         template = identity_template(head, speaker.shape)
         assert lip_gap(template[None], head, template)[0] < 0.001
 
 
-def test_deterministic_from_the_seed(talking_set: Path, head) -> None:
-    speaker = make_speakers(head, SEED)[0]
+def test_deterministic_from_the_seed(talking_set: Path, head, speakers) -> None:
+    speaker = speakers[0]
     sentence, text = sentence_plan(speaker)[1]
     clip = synthesize_clip(speaker, sentence, text, SEED)
     again = synthesize_clip(speaker, sentence, text, SEED)
@@ -91,28 +97,53 @@ def test_deterministic_from_the_seed(talking_set: Path, head) -> None:
     stored = load_vocaset(talking_set).sample(speaker.name, sentence)
     vertices = face_unit_vertices(head, speaker.shape, clip.face_units, neck_pose=clip.neck_pose)
     np.testing.assert_allclose(np.asarray(stored.vertices), vertices, atol=1e-6)
-    other = make_speakers(head, SEED + 1)[0]
+    other = make_speakers(head, SEED + 1, small=True)[0]
     assert not np.allclose(other.shape, speaker.shape)
+    small = make_speakers(head, SEED, small=True)
+    full = [next(s for s in speakers if s.split == split) for split in SPLITS]
+    for a, b in zip(small, full, strict=True):
+        assert (a.name, a.voice, a.sentences, a.style) == (b.name, b.voice, b.sentences, b.style)
+        np.testing.assert_array_equal(a.shape, b.shape)
 
 
-def test_speakers_differ(head) -> None:
-    speakers = make_speakers(head, SEED)
-    assert len(speakers) == 12
-    assert len({s.voice for s in speakers}) == 12
-    assert len({s.style.jaw_ratio for s in speakers}) == 12
-    assert [s.split for s in speakers].count("train") == 8
-    held_out = {t for s in speakers if s.split != "train" for _, t in sentence_plan(s)}
-    train = {t for s in speakers if s.split == "train" for _, t in sentence_plan(s)}
-    assert len(train) == 40 and not held_out & train
+def test_many_speakers_few_sentences_and_held_out_voices_and_text(speakers) -> None:
+    from animator.data.talking import SENTENCES_PER_SPEAKER, SPEAKERS_PER_VOICE
+
+    by_split = {split: [s for s in speakers if s.split == split] for split in SPLITS}
+    assert len(by_split["train"]) >= 150 and len(by_split["val"]) >= 8
+    assert len(by_split["test"]) >= 16
+    assert len({s.name for s in speakers}) == len(speakers)
+    assert len({(s.voice, tuple(s.shape)) for s in speakers}) == len(speakers)
+    assert len({s.style.jaw_ratio for s in speakers}) == len(speakers)
+    timbres = {split: {s.timbre for s in group} for split, group in by_split.items()}
+    assert not timbres["train"] & (timbres["val"] | timbres["test"])
+    assert not timbres["val"] & timbres["test"]
+    for split, group in by_split.items():
+        assert len(group) == SPEAKERS_PER_VOICE[split] * len(timbres[split])
+        assert all(len(sentence_plan(s)) == SENTENCES_PER_SPEAKER[split] for s in group)
+    texts = {
+        split: [t for s in group for _, t in sentence_plan(s)] for split, group in by_split.items()
+    }
+    names = [n for s in speakers for n, _ in sentence_plan(s)]
+    assert len(set(names)) == len(names)  # one clip per sentence
+    assert all(len(set(t)) == len(t) for t in texts.values())
+    assert not set(texts["train"]) & (set(texts["val"]) | set(texts["test"]))
+    assert not set(texts["val"]) & set(texts["test"])
+    # eSpeak voices span every English accent and speaking rates of 120-220 wpm
+    voices = [s.voice for s in speakers if s.engine == "espeak"]
+    assert len({v.name.split("+")[0] for v in voices}) == 8
+    assert min(v.rate for v in voices) < 130 and max(v.rate for v in voices) > 210
 
 
-def test_mouth_moves_without_jumps(head) -> None:
-    speaker = make_speakers(head, SEED)[3]
-    sentence, text = sentence_plan(speaker)[5]
+def test_mouth_moves_without_jumps(speakers) -> None:
+    speaker = speakers[3]
+    sentence, text = sentence_plan(speaker)[2]
     clip = synthesize_clip(speaker, sentence, text, SEED)
     mouth = [i for i, n in enumerate(FACE_UNIT_NAMES) if n.startswith(("jaw", "mouth", "tongue"))]
     step = np.abs(np.diff(clip.face_units[:, mouth], axis=0))  # [T-1, K]
-    assert step.max() < 0.2  # per 1/60 s
+    # Per 1/60 s. A full switch between targets would step 0.5-1; fast speakers (up to 220 wpm)
+    # unround a /u:/ into a 30 ms /p/ within 50 ms, up to ~0.3 a frame on mouthPucker.
+    assert step.max() < 0.35 and np.percentile(step.max(axis=1), 95) < 0.1
     assert clip.face_units[:, FACE_UNIT_NAMES.index("eyeBlinkLeft")].max() > 0.5 or (
         clip.num_frames < 90
     )

@@ -112,6 +112,13 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sparsity", type=float, default=None, help="weight of the sparsity loss")
     train.add_argument("--speech-blendshapes", type=int, default=None, help="K_A")
     train.add_argument("--expression-blendshapes", type=int, default=None, help="K_E")
+    train.add_argument(
+        "--augment",
+        type=int,
+        default=None,
+        metavar="N",
+        help="augmented renditions per training clip besides the clean one (default 3; 0: none)",
+    )
     _add_flame_flag(train)
     train.set_defaults(handler=_run_train)
 
@@ -270,6 +277,7 @@ def _run_train(args: argparse.Namespace) -> None:
         "sparsity": args.sparsity,
         "speech_blendshapes": args.speech_blendshapes,
         "expression_blendshapes": args.expression_blendshapes,
+        "augment_renditions": args.augment,
     }
     cfg = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     train(

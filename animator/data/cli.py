@@ -20,15 +20,19 @@ def add_data_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     talking = sub.add_parser(
         "talking",
-        help="eSpeak speech + phoneme-timed meshes in VOCAset's released format",
+        help="synthetic speech + phoneme-timed meshes in VOCAset's released format",
         description=(
-            "Write 12 synthetic speakers (8 train x 40 sentences, 2 val and 2 test x 10 held-out "
-            "sentences) at 60 fps in VOCAset's format, with phoneme timings beside it. The default "
-            "set is about 4 GB (V x 3 float32 per frame, as VOCAset); --small writes ~70 MB."
+            "Write about 220 synthetic speakers (eSpeak NG's English accents and voice variants "
+            "at 120-220 wpm; whole voices held out for validation and test), each saying 2-3 "
+            "sentences of their own, at 60 fps in VOCAset's format, with phoneme timings beside "
+            "it. The default set is about 7 GB (V x 3 float32 per frame, as VOCAset) and takes "
+            "about 3 minutes; --small writes ~60 MB."
         ),
     )
     talking.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    talking.add_argument("--small", action="store_true", help="3 speakers x 2 sentences")
+    talking.add_argument(
+        "--small", action="store_true", help="3 speakers (one per split) x 2 sentences"
+    )
     talking.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     talking.set_defaults(handler=_run_talking)
 

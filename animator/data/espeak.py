@@ -39,7 +39,16 @@ from avatar.errors import TalkingAvatarError
 if TYPE_CHECKING:
     from animator.data.tts import NeuralVoice
 
-__all__ = ["Phoneme", "Utterance", "Voice", "synthesize", "phonemize_ipa", "PAUSE_SYMBOLS"]
+__all__ = [
+    "Phoneme",
+    "Utterance",
+    "Voice",
+    "VoiceInfo",
+    "synthesize",
+    "phonemize_ipa",
+    "list_voices",
+    "PAUSE_SYMBOLS",
+]
 
 #: eSpeak's pause mnemonics (short and long pause).
 PAUSE_SYMBOLS = frozenset({"_", "_:", "_!", "_|", "||", "|"})
@@ -51,6 +60,7 @@ _POS_CHARACTER = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_PHONEME = 7
 _PARAM_RATE = 1
+_PARAM_VOLUME = 2
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
 _PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA as UTF-8 instead of mnemonics
@@ -73,6 +83,22 @@ class _Event(ctypes.Structure):
     ]
 
 
+class _VoiceRecord(ctypes.Structure):
+    """espeak_VOICE: `languages` is a run of (priority byte, NUL-terminated name), then a 0 byte."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
 _Callback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
@@ -89,12 +115,31 @@ class Voice:
         rate: speaking rate in words per minute (eSpeak's range is about 80-450; default 175).
         pitch: base pitch, 0-100 (default 50).
         pitch_range: pitch range, 0-100 (0 is monotone; default 50).
+        volume: amplitude, 0-200 (default 100); some variants clip at 100.
     """
 
     name: str = "en-us"
     rate: int = 165
     pitch: int = 50
     pitch_range: int = 50
+    volume: int = 100
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """A voice or variant file as eSpeak lists it.
+
+    Attributes:
+        name: the file name, usable in `Voice.name` ("en-GB-x-rp", or "m3" after a "+").
+        title: eSpeak's display name ("English (Received Pronunciation)", "male3").
+        languages: language tags with their priority, e.g. (("en-gb-x-rp", 5), ("en", 5)).
+        gender: "male", "female" or "" (unspecified).
+    """
+
+    name: str
+    title: str
+    languages: tuple[tuple[str, int], ...]
+    gender: str
 
 
 @dataclass(frozen=True)
@@ -168,6 +213,8 @@ class _Engine:
             ctypes.c_int,
         ]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_VoiceRecord)]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceRecord))
         # The one random generator eSpeak lets us seed (absent from very old builds); see the
         # module docstring for what stays history-dependent.
         self._set_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
@@ -236,6 +283,28 @@ class _Engine:
             i += 1
         return 0
 
+    def list_voices(self, variants: bool) -> list[VoiceInfo]:
+        spec = None
+        if variants:  # eSpeak lists variants when asked for the pseudo-language "variant"
+            tag = ctypes.c_char_p(b"variant")
+            spec = ctypes.pointer(_VoiceRecord(languages=ctypes.cast(tag, ctypes.c_void_p)))
+        found = []
+        with self.lock:
+            records = self.lib.espeak_ListVoices(spec)
+            i = 0
+            while records[i]:
+                record = records[i].contents
+                found.append(
+                    VoiceInfo(
+                        name=record.identifier.decode().rsplit("/", 1)[-1],
+                        title=record.name.decode(errors="replace"),
+                        languages=_language_tags(record.languages),
+                        gender={1: "male", 2: "female"}.get(record.gender, ""),
+                    )
+                )
+                i += 1
+        return found
+
     def synthesize(
         self, text: str, voice: Voice, seed: int
     ) -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -245,6 +314,7 @@ class _Engine:
             self.lib.espeak_SetParameter(_PARAM_RATE, int(voice.rate), 0)
             self.lib.espeak_SetParameter(_PARAM_PITCH, int(voice.pitch), 0)
             self.lib.espeak_SetParameter(_PARAM_RANGE, int(voice.pitch_range), 0)
+            self.lib.espeak_SetParameter(_PARAM_VOLUME, int(voice.volume), 0)
             if self._set_seed is not None:
                 self._set_seed(int(seed))
             self._chunks, self._events = [], []
@@ -277,6 +347,21 @@ class _Engine:
         return [c for c in clauses if c]
 
 
+def _language_tags(address: int | None) -> tuple[tuple[str, int], ...]:
+    tags = []
+    if address:
+        raw = ctypes.cast(address, ctypes.POINTER(ctypes.c_ubyte))
+        i = 0
+        while raw[i] != 0:
+            priority, i = int(raw[i]), i + 1
+            start = i
+            while raw[i] != 0:
+                i += 1
+            tags.append((bytes(raw[start:i]).decode(errors="replace"), priority))
+            i += 1
+    return tuple(tags)
+
+
 _ENGINE: _Engine | None = None
 _ENGINE_LOCK = threading.Lock()
 
@@ -295,6 +380,26 @@ def _split_stress(symbol: str) -> tuple[str, int]:
         stress = max(stress, 2 if symbol[0] == "'" else 1)
         symbol = symbol[1:]
     return symbol, stress
+
+
+def list_voices(*, variants: bool = False, language: str | None = None) -> list[VoiceInfo]:
+    """The voices eSpeak NG has, from the library itself.
+
+    Args:
+        variants: list the voice variants (the `+name` part: m1..m8, f1..f5, klatt, whisper,
+            ...) instead of the languages.
+        language: keep only languages with a tag equal to it or starting with it and "-"
+            (e.g. "en" gives en, en-us, en-gb-x-rp, en-029, ...). Ignored for variants.
+    """
+    found = _engine().list_voices(variants)
+    if language is not None and not variants:
+        prefix = language.lower()
+        found = [
+            v
+            for v in found
+            if any(tag == prefix or tag.startswith(prefix + "-") for tag, _ in v.languages)
+        ]
+    return found
 
 
 def synthesize(text: str, voice: Voice | None = None, *, seed: int = 0) -> Utterance:

@@ -1,10 +1,11 @@
-"""Generate the stand-in talking set: eSpeak speech with known phoneme timings, written as VOCAset.
+"""Generate the stand-in talking set: synthetic speech with known phoneme timings, as VOCAset.
 
-Each speaker has an eSpeak voice (language variant, voice variant, rate, pitch), an identity (a
-random combination of the head's shape basis, kept only if the lips still close at rest), and an
-articulation style (amplitude, jaw versus lip use, rest posture). A sentence becomes:
+Each speaker has a voice from a registered speech engine (`voices.py`: eSpeak NG's English
+variants with an accent, rate and pitch of their own; other engines plug in there), an identity
+(a random combination of the head's shape basis, kept only if the lips still close at rest), and
+an articulation style (amplitude, jaw versus lip use, rest posture). A sentence becomes:
 
-1. audio and phoneme spans from eSpeak (`espeak.synthesize`), padded with silence at both ends;
+1. audio and phoneme spans from the engine, padded with silence at both ends;
 2. coarticulated mouth curves in ARKit face units (`visemes.mouth_curves`), sampled at 60 fps,
    with exact lip closure inside every p/b/m;
 3. the secondary motion real talking data has: brow raises on some stressed syllables, blinks,
@@ -14,32 +15,37 @@ articulation style (amplitude, jaw versus lip use, rest posture). A sentence bec
 Output (see `vocaset.py` for the format): VOCAset's four files, `phonemes/<subject>/<sentence>.json`
 with the ground-truth spans, `splits.json`, and `README.txt` saying what the folder is.
 
-Split (our own, by subject): speakers 1-8 say the 40 training sentences ("sentence01".."40");
-speakers 9-10 (validation) and 11-12 (test) say 10 held-out sentences each ("sentence41".."50",
-"sentence51".."60"), so validation and test have unseen voices, faces and text.
+Split (our own): whole voices (timbres) are assigned to train, val or test (`voices.split_voices`),
+and every clip says its own sentence from `sentences.sentence_pool`, so validation and test have
+unheard voices, unseen faces and unseen text. Many speakers say a few sentences each:
+`SPEAKERS_PER_VOICE` speakers per voice, `SENTENCES_PER_SPEAKER` sentences per speaker.
 
 Everything is a function of the seed: speaker i and sentence j draw from
-`np.random.default_rng([seed, i, j])`, so the small set is an exact subset of the default one.
+`np.random.default_rng([seed, i, j])`, so the small set (the first speaker of each split, two
+sentences each) is an exact subset of the default one.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from animator.data.driving import face_unit_vertices, identity_template, require_face_units
-from animator.data.espeak import Phoneme, Utterance, Voice, synthesize
+from animator.data.espeak import Phoneme, Utterance
 from animator.data.face_units import FACE_UNIT_NAMES, unit_index
 from animator.data.lips import inner_lip_gap
-from animator.data.sentences import TEST_SENTENCES, TRAIN_SENTENCES, VAL_SENTENCES
+from animator.data.sentences import sentence_pool
 from animator.data.visemes import ArticulationStyle, mouth_curves, viseme_of
 from animator.data.vocaset import PHONEME_DIR, SPLITS_FILE, VOCASET_FPS, VocasetWriter
+from animator.data.voices import SPLITS, engines, get_engine, split_voices, voice_key
 from avatar.errors import TalkingAvatarError
 from avatar.paths import ensure_folder
 
@@ -54,23 +60,9 @@ __all__ = [
     "format_bytes",
 ]
 
-# (language, variant) per speaker: a spread of accents and voice qualities.
-_VOICES: tuple[tuple[str, str], ...] = (
-    ("en-us", "m3"),
-    ("en-us", "f3"),
-    ("en-gb-x-rp", "m1"),
-    ("en", "f2"),
-    ("en-gb-scotland", "m2"),
-    ("en-029", "f4"),
-    ("en-us", "m7"),
-    ("en-gb-x-gbclan", "f1"),
-    ("en-US-nyc", "m4"),
-    ("en", "f5"),
-    ("en-gb-x-rp", "m6"),
-    ("en-us", "f4"),
-)
-_SPLIT_OF_SPEAKER = ("train",) * 8 + ("val",) * 2 + ("test",) * 2
-_SMALL_SPEAKERS = (0, 8, 10)  # one per split
+#: Speakers per voice (timbre) in each split, and sentences each of them says.
+SPEAKERS_PER_VOICE: dict[str, int] = {"train": 3, "val": 1, "test": 2}
+SENTENCES_PER_SPEAKER: dict[str, int] = {"train": 3, "val": 3, "test": 2}
 _SMALL_SENTENCES = 2
 _LEAD_SILENCE_S = (0.2, 0.35)
 _TRAIL_SILENCE_S = (0.25, 0.4)
@@ -82,9 +74,12 @@ class Speaker:
     """One synthetic speaker.
 
     Attributes:
-        name: subject name in the dataset ("SynthTalk_01").
+        name: subject name in the dataset ("SynthTalk_001").
         index: 0-based speaker number (feeds the random streams).
-        voice: eSpeak voice, rate and pitch.
+        engine: the speech engine's registered name ("espeak").
+        timbre: the engine's voice this speaker is a setting of (the unit of the split).
+        voice: what the engine's `synthesize` takes (for eSpeak a `Voice`: accent+variant,
+            rate, pitch).
         shape: identity coefficients of the head's shape basis `[S]`.
         style: articulation style.
         brow_rate: probability that a primary-stressed syllable raises the brows.
@@ -92,11 +87,14 @@ class Speaker:
         blink_interval_s: mean time between blinks.
         head_motion_rad: amplitude of the slow head sway (radians).
         split: "train", "val" or "test".
+        sentences: (sentence name, text) pairs this speaker says.
     """
 
     name: str
     index: int
-    voice: Voice
+    engine: str
+    timbre: str
+    voice: Any
     shape: np.ndarray
     style: ArticulationStyle
     brow_rate: float
@@ -104,6 +102,7 @@ class Speaker:
     blink_interval_s: float
     head_motion_rad: float
     split: str
+    sentences: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -118,6 +117,7 @@ class TalkingClip:
     phonemes: list[Phoneme]
     face_units: np.ndarray  # [T, U], FACE_UNIT_NAMES order
     neck_pose: np.ndarray  # [T, 3]
+    voice: Any = None  # the setting the engine used (eSpeak may have lowered the volume)
     fps: float = VOCASET_FPS
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -137,18 +137,57 @@ def lip_gap(vertices: np.ndarray, head, template: np.ndarray) -> np.ndarray:
     )
 
 
-def make_speakers(head, seed: int, count: int = len(_VOICES)) -> list[Speaker]:
-    """The synthetic speakers (deterministic in `seed`); `count` at most 12."""
+def _voice_plan(seed: int) -> list[tuple[str, str, Any, str]]:
+    """(engine, timbre key, timbre, split) per speaker, train speakers first, then val, test.
+
+    Voices are split per engine, balanced over their `gender` attribute where they have one.
+    """
+    per_engine = []
+    for engine in engines():
+        splits = split_voices(
+            list(engine.voices()),
+            seed,
+            groups=lambda t: str(getattr(t, "gender", "")),
+            pinned=engine.pinned,
+        )
+        per_engine.append((engine.name, splits))
+    plan = []
+    for split in SPLITS:
+        for engine_name, splits in per_engine:
+            for timbre in splits[split]:
+                for _ in range(SPEAKERS_PER_VOICE[split]):
+                    plan.append((engine_name, voice_key(timbre), timbre, split))
+    return plan
+
+
+def make_speakers(head, seed: int, *, small: bool = False) -> list[Speaker]:
+    """The speakers of the default set with their sentences (deterministic in `seed`).
+
+    With `small`, only the first speaker of each split (the same speakers as in the full set).
+    """
     require_face_units(head)
+    plan = _voice_plan(seed)
+    counts = {
+        split: SENTENCES_PER_SPEAKER[split] * sum(1 for *_, s in plan if s == split)
+        for split in SPLITS
+    }
+    pool = sentence_pool(counts["train"], counts["val"], counts["test"], seed)
+    numbering = {"train": 0, "val": counts["train"], "test": counts["train"] + counts["val"]}
+    used = dict.fromkeys(SPLITS, 0)
+    width = max(2, len(str(sum(counts.values()))))
     speakers = []
-    for i in range(count):
+    for i, (engine_name, timbre_key, timbre, split) in enumerate(plan):
+        take = SENTENCES_PER_SPEAKER[split]
+        first = used[split]
+        used[split] += take
+        if small and first > 0:
+            continue
         rng = np.random.default_rng([seed, i, 10_000])
-        language, variant = _VOICES[i % len(_VOICES)]
-        voice = Voice(
-            name=f"{language}+{variant}",
-            rate=int(rng.integers(145, 186)),
-            pitch=int(rng.integers(35, 66)),
-            pitch_range=int(rng.integers(35, 80)),
+        engine = get_engine(engine_name)
+        voice = engine.speaker_voice(timbre, rng) if engine.speaker_voice else timbre
+        sentences = tuple(
+            (f"sentence{numbering[split] + k + 1:0{width}d}", pool[split][k])
+            for k in range(first, first + take)
         )
         for _ in range(50):
             shape = np.clip(rng.normal(0.0, 1.0, head.num_shape), -2.5, 2.5).astype(np.float32)
@@ -171,8 +210,10 @@ def make_speakers(head, seed: int, count: int = len(_VOICES)) -> list[Speaker]:
         )
         speakers.append(
             Speaker(
-                name=f"SynthTalk_{i + 1:02d}",
+                name=f"SynthTalk_{i + 1:03d}",
                 index=i,
+                engine=engine_name,
+                timbre=timbre_key,
                 voice=voice,
                 shape=shape,
                 style=style,
@@ -180,7 +221,8 @@ def make_speakers(head, seed: int, count: int = len(_VOICES)) -> list[Speaker]:
                 brow_gain=float(rng.uniform(0.2, 0.5)),
                 blink_interval_s=float(rng.uniform(2.0, 4.5)),
                 head_motion_rad=float(np.deg2rad(rng.uniform(0.8, 2.2))),
-                split=_SPLIT_OF_SPEAKER[i % len(_SPLIT_OF_SPEAKER)],
+                split=split,
+                sentences=sentences,
             )
         )
     return speakers
@@ -188,10 +230,7 @@ def make_speakers(head, seed: int, count: int = len(_VOICES)) -> list[Speaker]:
 
 def sentence_plan(speaker: Speaker) -> list[tuple[str, str]]:
     """(sentence name, text) pairs a speaker says under our split."""
-    if speaker.split == "train":
-        return [(f"sentence{k + 1:02d}", s) for k, s in enumerate(TRAIN_SENTENCES)]
-    offset, texts = (40, VAL_SENTENCES) if speaker.split == "val" else (50, TEST_SENTENCES)
-    return [(f"sentence{offset + k + 1:02d}", s) for k, s in enumerate(texts)]
+    return list(speaker.sentences)
 
 
 def _pad(utterance: Utterance, rng: np.random.Generator) -> tuple[np.ndarray, list[Phoneme]]:
@@ -269,10 +308,21 @@ def _upper_face(
     return np.clip(weights, 0.0, 1.0), neck
 
 
+def _sentence_number(sentence: str) -> int:
+    match = re.search(r"(\d+)$", sentence)
+    if match is None:
+        raise TalkingAvatarError(f"sentence name {sentence!r} does not end in a number")
+    return int(match.group(1))
+
+
+def _as_json(voice: Any) -> Any:
+    return asdict(voice) if is_dataclass(voice) else str(voice)
+
+
 def synthesize_clip(speaker: Speaker, sentence: str, text: str, seed: int) -> TalkingClip:
     """Audio, phonemes, face-unit curves and head motion of one sentence (no vertices yet)."""
-    rng = np.random.default_rng([seed, speaker.index, int(sentence[-2:])])
-    utterance = synthesize(text, speaker.voice)
+    rng = np.random.default_rng([seed, speaker.index, _sentence_number(sentence)])
+    utterance = get_engine(speaker.engine).synthesize(text, speaker.voice)
     audio, phonemes = _pad(utterance, rng)
     rate = utterance.sample_rate
     num_frames = int(round(audio.shape[0] / rate * VOCASET_FPS))
@@ -288,16 +338,18 @@ def synthesize_clip(speaker: Speaker, sentence: str, text: str, seed: int) -> Ta
         phonemes=phonemes,
         face_units=np.clip(mouth + upper, 0.0, 1.0),
         neck_pose=neck,
+        voice=utterance.voice,
     )
 
 
 def _phoneme_json(clip: TalkingClip) -> dict:
-    voice = clip.speaker.voice
     return {
         "subject": clip.speaker.name,
         "sentence": clip.sentence,
         "text": clip.text,
-        "voice": asdict(voice),
+        "engine": clip.speaker.engine,
+        "timbre": clip.speaker.timbre,
+        "voice": _as_json(clip.voice),
         "fps": clip.fps,
         "num_frames": clip.num_frames,
         "sample_rate": clip.sample_rate,
@@ -358,9 +410,7 @@ def generate_talking_set(
 
         head = load_flame()
     require_face_units(head)
-    speakers = make_speakers(head, seed)
-    if small:
-        speakers = [speakers[i] for i in _SMALL_SPEAKERS]
+    speakers = make_speakers(head, seed, small=small)
     plan = [
         (speaker, name, text)
         for speaker in speakers
@@ -376,7 +426,7 @@ def generate_talking_set(
     say(
         f"{len(clips)} sentences from {len(speakers)} speakers: {num_frames} frames at 60 fps, "
         f"{num_vertices} vertices -> data_verts.npy of {format_bytes(verts_bytes)}"
-        + ("" if small else " (--small writes about 70 MB)")
+        + ("" if small else " (--small writes about 60 MB)")
     )
     free = shutil.disk_usage(out).free
     if verts_bytes * 1.1 > free:
@@ -425,9 +475,11 @@ def generate_talking_set(
 _README = """\
 Stand-in talking set in VOCAset's released format (talking-avatar, seed {seed}, small={small}).
 
-Synthetic: speech from eSpeak NG, meshes from the bundled head driven by phoneme-timed ARKit face
-units. Not VOCAset. Files: data_verts.npy [N, V, 3] float32 at 60 fps, templates.pkl,
+Synthetic: speech from the registered speech engines (eSpeak NG's English accents and voice
+variants; see docs/training_data.md), meshes from the bundled head driven by phoneme-timed ARKit
+face units. Not VOCAset. Files: data_verts.npy [N, V, 3] float32 at 60 fps, templates.pkl,
 raw_audio_fixed.pkl, subj_seq_to_idx.pkl (as VOCAset), plus phonemes/<subject>/<sentence>.json
-(ground-truth phoneme spans in seconds) and splits.json (train/val/test by subject).
+(ground-truth phoneme spans in seconds, the engine and voice) and splits.json (train/val/test by
+subject; held-out subjects have voices and sentences never heard in training).
 Read it with animator.data.vocaset.load_vocaset(folder).
 """

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from animator.audio import pcm_to_float
 from animator.data.sample import MotionSample, SampleSequence, TimedLabel
 from avatar.errors import TalkingAvatarError
 from avatar.flame.pickle_io import load_data_pickle
@@ -103,13 +104,10 @@ def read_phoneme_json(path: str | Path) -> list[TimedLabel]:
 
 
 def _as_float_audio(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio)
+    audio = pcm_to_float(audio)  # scale before any mixing, while the dtype says it is PCM
     if audio.ndim == 2:  # [N, C] -> mono
         audio = audio.mean(axis=1)
-    if np.issubdtype(audio.dtype, np.integer):
-        scale = float(np.iinfo(audio.dtype).max) + 1.0
-        return (audio.astype(np.float32) / scale).astype(np.float32)
-    return audio.astype(np.float32)
+    return audio
 
 
 class VocasetDataset(SampleSequence):
