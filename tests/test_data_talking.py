@@ -108,6 +108,7 @@ def test_deterministic_from_the_seed(talking_set: Path, head, speakers) -> None:
 
 def test_many_speakers_few_sentences_and_held_out_voices_and_text(speakers) -> None:
     from animator.data.talking import SENTENCES_PER_SPEAKER, SPEAKERS_PER_VOICE
+    from animator.data.voices import get_engine
 
     by_split = {split: [s for s in speakers if s.split == split] for split in SPLITS}
     assert len(by_split["train"]) >= 150 and len(by_split["val"]) >= 8
@@ -119,8 +120,15 @@ def test_many_speakers_few_sentences_and_held_out_voices_and_text(speakers) -> N
     assert not timbres["train"] & (timbres["val"] | timbres["test"])
     assert not timbres["val"] & timbres["test"]
     for split, group in by_split.items():
-        assert len(group) == SPEAKERS_PER_VOICE[split] * len(timbres[split])
+        for engine in {s.engine for s in group}:
+            mine = [s for s in group if s.engine == engine]
+            per_voice = get_engine(engine).speakers_per_voice or SPEAKERS_PER_VOICE
+            assert len(mine) == per_voice[split] * len({s.timbre for s in mine})
         assert all(len(sentence_plan(s)) == SENTENCES_PER_SPEAKER[split] for s in group)
+    # the few neural voices (when installed) all train, each as many speakers
+    neural = [s for s in speakers if s.engine == "neural"]
+    assert all(s.split == "train" for s in neural)
+    assert len({(s.timbre, s.voice.speed) for s in neural}) == len(neural)
     texts = {
         split: [t for s in group for _, t in sentence_plan(s)] for split, group in by_split.items()
     }

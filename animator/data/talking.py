@@ -147,6 +147,7 @@ def _voice_plan(seed: int) -> list[tuple[str, str, Any, str]]:
         splits = split_voices(
             list(engine.voices()),
             seed,
+            held_out=engine.held_out,
             groups=lambda t: str(getattr(t, "gender", "")),
             pinned=engine.pinned,
         )
@@ -154,8 +155,9 @@ def _voice_plan(seed: int) -> list[tuple[str, str, Any, str]]:
     plan = []
     for split in SPLITS:
         for engine_name, splits in per_engine:
+            per_voice = get_engine(engine_name).speakers_per_voice or SPEAKERS_PER_VOICE
             for timbre in splits[split]:
-                for _ in range(SPEAKERS_PER_VOICE[split]):
+                for _ in range(per_voice[split]):
                     plan.append((engine_name, voice_key(timbre), timbre, split))
     return plan
 

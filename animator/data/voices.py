@@ -58,6 +58,9 @@ class SpeechEngine:
         speaker_voice: `(voice, rng) -> voice` one speaker's setting of a timbre; None uses
             the timbre as it is.
         pinned: voice key -> split, for voices that must land in one split.
+        speakers_per_voice: split -> speakers drawn from each voice of this engine; None uses
+            the talking set's default (an engine with few voices draws more from each).
+        held_out: share of the voices (per group) held out for validation and as many for test.
     """
 
     name: str
@@ -65,6 +68,8 @@ class SpeechEngine:
     synthesize: Callable[[str, Any], Utterance]
     speaker_voice: Callable[[Any, np.random.Generator], Any] | None = None
     pinned: dict[str, str] = field(default_factory=dict)
+    speakers_per_voice: dict[str, int] | None = None
+    held_out: float = 0.125
 
 
 _ENGINES: dict[str, SpeechEngine] = {}
@@ -248,5 +253,42 @@ register_engine(
         synthesize=espeak_unclipped,
         speaker_voice=espeak_speaker_voice,
         pinned={ESPEAK_DEFAULT_TIMBRE: "test"},
+    )
+)
+
+
+# ------------------------------------------------------------------------------ neural voices
+#: Speaking rates a neural speaker draws from (relative to the voice's own).
+NEURAL_SPEED = (0.85, 1.2)
+
+
+def _neural_speaker_voice(voice: Any, rng: np.random.Generator) -> Any:
+    return replace(voice, speed=round(float(rng.uniform(*NEURAL_SPEED)), 3))
+
+
+def _neural_voices() -> list[Any]:
+    from animator.data.tts import neural_voices
+
+    return neural_voices()
+
+
+def _synthesize_neural(text: str, voice: Any) -> Utterance:
+    from animator.data.tts import synthesize_neural
+
+    return synthesize_neural(text, voice)
+
+
+# Piper's and Kokoro's voices are natural speech (recordings of people behind them) and few, so
+# all of them train, each as many speakers at different rates; generalisation to natural voices
+# is measured on real recordings (docs/eval_speech.md), never on these. None when their packages
+# are absent.
+register_engine(
+    SpeechEngine(
+        name="neural",
+        voices=_neural_voices,
+        synthesize=_synthesize_neural,
+        speaker_voice=_neural_speaker_voice,
+        speakers_per_voice={"train": 12, "val": 0, "test": 0},
+        held_out=0.0,
     )
 )
