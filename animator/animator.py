@@ -136,6 +136,20 @@ def load_performance(
     return perf, head
 
 
+#: The phone classifier's bilabial probability at which the lips start to seal and are shut.
+SEAL_FROM, SEAL_FULL = 0.3, 0.6
+
+
+def bilabial_strength(logits: torch.Tensor) -> torch.Tensor:
+    """How firmly to shut the lips `[T]` in [0, 1], from the speech model's viseme logits
+    `[T, P]` (`animator.train.PHONE_CLASSES`): a smoothstep of the bilabial probability."""
+    from animator.data.visemes import VISEMES
+
+    p = logits.softmax(dim=-1)[:, list(VISEMES).index("bilabial")]  # [T]
+    x = ((p - SEAL_FROM) / (SEAL_FULL - SEAL_FROM)).clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 class Animator:
     """Trained speech model, fusion blendshapes, emotion codes and FLAME mapping (see module doc)."""
 
@@ -159,7 +173,11 @@ class Animator:
         self.fps = float(config["speech_model"]["fps"])
         #: Keep speech closures under emotions (`animator.closure`); off = the paper's plain sum.
         self.keep_closures = True
+        #: Shut the lips where the speech model's phone classifier hears p, b or m (when the
+        #: model has one): a regression smooths a 60 ms closure into a half-open mouth.
+        self.seal_bilabials = True
         self._closure_keeper: ClosureKeeper | None = None
+        self._weight_sealer: tuple[torch.Tensor, torch.Tensor] | None = None
         if head.num_vertices != fc["num_vertices"] or self.mapping.shape[1] != head.num_expr + 3:
             raise TalkingAvatarError(
                 f"this animator was trained for a head with {fc['num_vertices']} vertices and "
@@ -204,9 +222,14 @@ class Animator:
             return torch.zeros(num, self.num_speech)
         mel = torch.from_numpy(log_mel(audio))[None]  # [1, T_a, 80]
         native = audio.num_frames(self.fps)
-        coeffs = self.speech_model.predict_long(mel, native)  # [T30, C]
+        if self.seal_bilabials and self.speech_model.to_phones is not None:
+            coeffs, logits = self.speech_model.predict_long(mel, native, with_phones=True)
+        else:
+            coeffs, logits = self.speech_model.predict_long(mel, native), None  # [T30, C]
         w_a, _ = self.fusion.encode(coeffs[None])
         w_a = w_a[0]  # [T30, K_A]
+        if logits is not None:
+            w_a = self.closure_keeper.seal_weights(w_a, bilabial_strength(logits), self._sealer())
         if abs(fps - self.fps) < 1e-9:
             return w_a
         from animator.features import resample_frames
@@ -227,6 +250,12 @@ class Animator:
 
     def emotion_code(self, label: str) -> torch.Tensor:
         return self.emotion_codes[EMOTIONS.index(label)]
+
+    def _sealer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._weight_sealer is None:
+            mapping = self.mapping[: self.num_speech]
+            self._weight_sealer = self.closure_keeper.weight_sealer(mapping)
+        return self._weight_sealer
 
     @property
     def closure_keeper(self) -> ClosureKeeper:
@@ -250,6 +279,22 @@ class Animator:
         e = self.head.num_expr
         params.expr, params.jaw_pose = both[:, :e].float(), both[:, e:].float()
         return params
+
+    @torch.no_grad()
+    def emotion_fields(
+        self, intensities: Sequence[float] = (0.5, 1.0)
+    ) -> dict[str, dict[float, torch.Tensor]]:
+        """What each emotion does to the silent face, through the shipped path (FLAME): emotion
+        -> intensity -> displacement `[V, 3]` (metres) from the head's template; what
+        `metrics.expression_table` measures."""
+        silent = torch.zeros(1, self.num_speech)
+        fields: dict[str, dict[float, torch.Tensor]] = {}
+        for label in EMOTIONS:
+            for x in intensities:
+                w_e = self.emotion_weights(as_track({label: float(x)}), 1)
+                disp = self.head(self.to_flame(silent, w_e))[0] - self.head.v_template
+                fields.setdefault(label, {})[float(x)] = disp
+        return fields
 
     def animate(
         self,

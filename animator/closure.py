@@ -49,6 +49,7 @@ class ClosureKeeper:
 
     gradient: torch.Tensor
     direction: torch.Tensor
+    skin_gram: torch.Tensor  # H `[P, P]`: J_skin^T J_skin, the cost of visible motion
     closed_mm: float = CLOSED_MM
     open_mm: float = OPEN_MM
 
@@ -70,7 +71,7 @@ class ClosureKeeper:
         h = h + 1e-9 * h.diagonal().mean() * torch.eye(len(h), dtype=h.dtype)
         hg = torch.linalg.solve(h, g.T)  # [P, K]
         u = hg @ torch.linalg.pinv(g @ hg, rtol=1e-6)  # [P, K]
-        return cls(gradient=g.float(), direction=u.float())
+        return cls(gradient=g.float(), direction=u.float(), skin_gram=h.float())
 
     def speech_closure(self, speech: torch.Tensor) -> torch.Tensor:
         """c `[T]` in [0, 1] for speech parameters `[T, P]`: 1 where the speech shuts the lips."""
@@ -84,3 +85,28 @@ class ClosureKeeper:
         opening = (expression @ self.gradient.T.to(expression)).clamp_min(0.0)  # [T, K] mm
         seal = self.speech_closure(speech)[:, None] * opening  # [T, K] mm to take back
         return speech + expression - seal @ self.direction.T.to(speech)
+
+    @torch.no_grad()
+    def weight_sealer(self, mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For blend weights that drive FLAME through `mapping` `[K_A, P]`: (G_w `[K_A, K]`, the
+        gap of each central inner-lip column per unit weight, and U_w `[K_A, K]`, the
+        least-visible weight change that closes each column by one millimetre, G_w^T U_w = I)."""
+        m = mapping.double()
+        g_w = m @ self.gradient.double().T  # [K_A, K]
+        h_w = m @ self.skin_gram.double() @ m.T  # [K_A, K_A]
+        h_w = h_w + 1e-6 * h_w.diagonal().mean() * torch.eye(len(h_w), dtype=h_w.dtype)
+        hg = torch.linalg.solve(h_w, g_w)  # [K_A, K]
+        u_w = hg @ torch.linalg.pinv(g_w.T @ hg, rtol=1e-6)  # [K_A, K]
+        return g_w.float(), u_w.float()
+
+    def seal_weights(
+        self,
+        weights: torch.Tensor,
+        strength: torch.Tensor,
+        sealer: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """Speech weights `[T, K_A]` with the lips shut by `strength` `[T]` in [0, 1] (1: fully
+        shut, along the least-visible change of `weight_sealer`); pressed lips stay pressed."""
+        g_w, u_w = sealer
+        gap = (weights @ g_w.to(weights)).clamp_min(0.0)  # [T, K] mm to take back
+        return weights - (strength[:, None] * gap) @ u_w.T.to(weights)

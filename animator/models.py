@@ -41,6 +41,7 @@ class SpeechModelConfig:
     components: int = 96  # size of the shared motion basis the model predicts in
     fps: float = 30.0
     dropout: float = 0.1
+    phone_classes: int = 0  # > 0: a per-frame phone (viseme) classifier for an auxiliary loss
 
 
 class LocalBiasedAttention(nn.Module):
@@ -109,6 +110,9 @@ class SpeechModel(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
         self.to_coeffs = nn.Linear(d, cfg.components)
+        # Training only: naming the phone from the same features keeps them phonetic (what the
+        # mouth follows) rather than tied to one synthesizer's timbre.
+        self.to_phones = nn.Linear(d, cfg.phone_classes) if cfg.phone_classes > 0 else None
 
     @property
     def receptive_frames(self) -> int:
@@ -122,34 +126,60 @@ class SpeechModel(nn.Module):
         return self.style(subject)
 
     def forward(
-        self, mel: torch.Tensor, num_frames: int, subject: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Motion coefficients `[B, T, C]` for mel `[B, T_a, 80]` (100 Hz), num_frames at cfg.fps.
+        self,
+        mel: torch.Tensor,
+        num_frames: int,
+        subject: torch.Tensor | None = None,
+        *,
+        with_phones: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Motion coefficients `[B, T, C]` for mel `[B, T_a, 80]` (100 Hz), num_frames at cfg.fps;
+        with `with_phones` also the phone-class logits `[B, T, phone_classes]`.
 
         Displacements from the template are `coeffs @ basis` with the shared `MotionBasis`.
         """
+        h = self.features(mel, num_frames, subject)  # [B, T, D]
+        if not with_phones:
+            return self.to_coeffs(h)
+        if self.to_phones is None:
+            raise ValueError("this speech model has no phone classifier (phone_classes=0)")
+        return self.to_coeffs(h), self.to_phones(h)
+
+    def features(
+        self, mel: torch.Tensor, num_frames: int, subject: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The normalised per-frame features `[B, T, D]` both output heads read."""
         h = self.audio_encoder(mel.transpose(1, 2)).transpose(1, 2)  # [B, T_a, D]
         h = resample_frames(h, FEATURE_RATE, num_frames, self.cfg.fps)  # [B, T, D]
         h = h + self.style_vector(subject, h.shape[0])[:, None, :]
         for block in self.blocks:
             h = block(h)
-        return self.to_coeffs(self.norm(h))  # [B, T, C]
+        return self.norm(h)
 
     @torch.no_grad()
     def predict_long(
-        self, mel: torch.Tensor, num_frames: int, *, chunk_frames: int = 900
-    ) -> torch.Tensor:
-        """`forward` for one clip of any length `[1, T_a, 80]` -> `[T, C]`, in chunks.
+        self,
+        mel: torch.Tensor,
+        num_frames: int,
+        *,
+        chunk_frames: int = 900,
+        with_phones: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`forward` for one clip of any length `[1, T_a, 80]` -> `[T, C]` (with `with_phones`
+        also the phone logits `[T, P]`), in chunks, with the neutral style.
 
         Chunks of chunk_frames overlap by the model's receptive field on each side, and only
         their centres are kept, so the result equals one pass over the whole clip while memory
         stays bounded by the chunk size.
         """
+        if with_phones and self.to_phones is None:
+            raise ValueError("this speech model has no phone classifier (phone_classes=0)")
         ctx = self.receptive_frames
         if num_frames <= chunk_frames + 2 * ctx:
-            return self.forward(mel, num_frames)[0]
+            h = self.features(mel, num_frames)[0]  # [T, D]
+            return (self.to_coeffs(h), self.to_phones(h)) if with_phones else self.to_coeffs(h)
         per_frame = FEATURE_RATE / self.cfg.fps
-        out = []
+        out, phones = [], []
         for start in range(0, num_frames, chunk_frames):
             stop = min(num_frames, start + chunk_frames)
             a, b = max(0, start - ctx), min(num_frames, stop + ctx)
@@ -163,8 +193,11 @@ class SpeechModel(nn.Module):
             h = h + self.style_vector(None, 1)[:, None, :]
             for block in self.blocks:
                 h = block(h)
-            out.append(self.to_coeffs(self.norm(h))[0, start - a : stop - a])
-        return torch.cat(out)
+            h = self.norm(h)[0, start - a : stop - a]  # [n, D]
+            out.append(self.to_coeffs(h))
+            if with_phones:
+                phones.append(self.to_phones(h))
+        return (torch.cat(out), torch.cat(phones)) if with_phones else torch.cat(out)
 
 
 def _interp_at(frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 from animator.audio import Audio, load_audio
 from animator.augment import AugmentConfig, augment
 from animator.data.sample import MotionSample, TimedLabel
+from animator.data.visemes import VISEMES, viseme_of
 from animator.emotion import EMOTIONS
 from animator.features import FEATURE_RATE, log_mel, resample_frames
 from animator.models import (
@@ -58,6 +60,13 @@ class TrainConfig:
     lr: float = 2e-3
     velocity_weight: float = 1.0
     lip_weight: float = 1.0  # extra loss on the lip vertices (about 16x emphasis on this head)
+    #: weight of the auxiliary per-frame viseme classification (cross-entropy) in stage 1,
+    #: in the units of the motion loss; 0 turns it off
+    phone_weight: float = 3e-6
+    #: weight of the inner-lip gap loss in stage 1 (per central lip column, in the lip loss's
+    #: units), and how much more a frame counts where the lips are shut in the data
+    gap_weight: float = 0.1
+    closure_emphasis: float = 4.0
     val_every: int = 250
     seed: int = 0
     #: augmented renditions of each training talking clip, beside the clean one (0: clean only)
@@ -73,6 +82,7 @@ class Rendition:
 
     mel: torch.Tensor  # [T_a, 80] float16 at 100 Hz
     coeffs: torch.Tensor | None = None  # [T', C] when speed changed the timing, else the clip's
+    phones: torch.Tensor | None = None  # [T'] viseme ids, warped with the coeffs
     speed: float = 1.0  # output time t shows the clean clip's time t * speed
     steps: tuple[str, ...] = ()
 
@@ -90,6 +100,7 @@ class Clip:
     style: int = -1
     timings: list[TimedLabel] = field(default_factory=list)
     disp: torch.Tensor | None = None  # [T, V, 3], kept only for evaluation clips
+    phones: torch.Tensor | None = None  # [T] viseme id per frame (-1: unknown), talking clips
     renditions: list[Rendition] = field(default_factory=list)  # training talking clips only
 
     @property
@@ -108,6 +119,37 @@ def displacement_frames(sample: MotionSample, fps: float) -> torch.Tensor:
     idx = resample_indices(sample.num_frames, sample.fps, fps)
     verts = np.asarray(sample.vertices[idx], dtype=np.float32)
     return torch.from_numpy(verts - sample.template[None].astype(np.float32))
+
+
+#: The classes of the auxiliary phone loss: the visemes (what the mouth does), a common label
+#: space for every engine's phones (eSpeak mnemonics; neural voices' are mapped to them).
+PHONE_CLASSES: tuple[str, ...] = tuple(VISEMES)
+
+
+#: A lip gap (from rest) below this counts as shut for the gap loss's emphasis.
+CLOSED_GAP_M = 0.001
+
+
+def lip_gap_basis(basis: MotionBasis, head) -> torch.Tensor:
+    """`[C, K]`: how each motion coefficient opens each central column of the inner lips
+    (upper y minus lower y; metres per unit), for the gap loss."""
+    upper = torch.as_tensor(head.region("lip_upper_inner"))
+    lower = torch.as_tensor(head.region("lip_lower_inner"))
+    n = len(upper)
+    drop = int(round(n * 0.2))  # the central 60 %, as inner_lip_gap measures
+    upper, lower = upper[drop : n - drop], lower[drop : n - drop]
+    rows = basis.basis.view(basis.basis.shape[0], -1, 3)  # [C, V, 3]
+    return rows[:, upper, 1] - rows[:, lower, 1]  # [C, K]
+
+
+def phone_frames(timings: list[TimedLabel], num_frames: int, fps: float) -> torch.Tensor:
+    """Viseme id `[T]` of the phone sounding at each frame time i / fps (-1 where none is)."""
+    ids = torch.full((num_frames,), -1, dtype=torch.long)
+    times = torch.arange(num_frames, dtype=torch.float64) / fps
+    for t in timings:
+        inside = (times >= t.start) & (times < t.end)
+        ids[inside] = PHONE_CLASSES.index(viseme_of(t.label))
+    return ids
 
 
 def _is_main() -> bool:
@@ -197,6 +239,7 @@ def load_training_data(
             style=styles.get(s.subject, -1),
             timings=list(s.timings),
             disp=disp if split != "train" or kind == "expression" else None,
+            phones=phone_frames(list(s.timings), len(disp), cfg.fps) if kind == "talking" else None,
         )
 
     talk = [clip_of(s, "talking") for s in talk_samples]
@@ -248,13 +291,16 @@ def build_renditions(
                 config=cfg.augment,
                 babble_sources=sources,
             )
-            coeffs = None
+            coeffs = phones = None
             if out.speed != 1.0:
                 frames = max(1, int(round(clip.num_frames / out.speed)))
                 coeffs = resample_frames(clip.coeffs, cfg.fps, frames, cfg.fps / out.speed)
+                if clip.phones is not None:  # output frame j shows the clean frame j * speed
+                    src = (torch.arange(frames) * out.speed).round().long()
+                    phones = clip.phones[src.clamp(max=clip.num_frames - 1)]
             mel = torch.from_numpy(log_mel(Audio(out.audio))).half()
             clip.renditions.append(
-                Rendition(mel=mel, coeffs=coeffs, speed=out.speed, steps=out.steps)
+                Rendition(mel=mel, coeffs=coeffs, phones=phones, speed=out.speed, steps=out.steps)
             )
             held += mel.numel() * mel.element_size()
             held += 0 if coeffs is None else coeffs.numel() * coeffs.element_size()
@@ -268,21 +314,31 @@ def build_renditions(
     return held
 
 
+class Batch(NamedTuple):
+    """Random crops: coeffs `[B, F, C]`, mel `[B, F_a, 80]` (or None), style `[B]`, and the
+    viseme id per frame `[B, F]` (-1 unknown; None without audio)."""
+
+    coeffs: torch.Tensor
+    mel: torch.Tensor | None
+    style: torch.Tensor
+    phones: torch.Tensor | None
+
+
 def _crop_batch(
     clips: list[Clip], gen: torch.Generator, batch: int, frames: int, *, with_audio: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """A batch of random crops: coeffs `[B, F, C]`, mel `[B, F_a, 80]` or None, style `[B]`.
+) -> Batch:
+    """A batch of random crops (see `Batch`).
 
     With audio, a clip with renditions plays as itself or as one of them, drawn uniformly.
     Crops start on frames that are multiples of 3 so that, at 30 fps, they start exactly on a
     100 Hz feature frame.
     """
     per = FEATURE_RATE / 30.0
-    coeffs, mels, styles = [], [], []
+    coeffs, mels, styles, phones = [], [], [], []
     picks = torch.randint(len(clips), (batch,), generator=gen)
     for i in picks.tolist():
         clip = clips[i]
-        motion, features = clip.coeffs, clip.mel
+        motion, features, labels = clip.coeffs, clip.mel, clip.phones
         if with_audio and clip.renditions:
             # 0 is the clean clip, k > 0 its k-th augmented rendition
             r = int(torch.randint(len(clip.renditions) + 1, (1,), generator=gen))
@@ -290,7 +346,7 @@ def _crop_batch(
                 rendition = clip.renditions[r - 1]
                 features = rendition.mel
                 if rendition.coeffs is not None:
-                    motion = rendition.coeffs
+                    motion, labels = rendition.coeffs, rendition.phones
         n = motion.shape[0]
         if n <= frames:
             start = 0
@@ -301,6 +357,10 @@ def _crop_batch(
             c = torch.cat([c, c[-1:].expand(frames - len(c), -1)])
         coeffs.append(c)
         styles.append(clip.style)
+        if labels is None:
+            labels = torch.full((n,), -1, dtype=torch.long)
+        p = labels[start : start + frames]
+        phones.append(torch.cat([p, p.new_full((frames - len(p),), -1)]))  # padding: unknown
         if with_audio:
             a = int(round(start * per))
             m = features[a : a + int(math.ceil(frames * per)) + 1].float()
@@ -309,7 +369,9 @@ def _crop_batch(
                 m = torch.cat([m, m[-1:].expand(need - len(m), -1)])
             mels.append(m)
     mel = torch.stack(mels) if with_audio else None
-    return torch.stack(coeffs), mel, torch.tensor(styles)
+    return Batch(
+        torch.stack(coeffs), mel, torch.tensor(styles), torch.stack(phones) if with_audio else None
+    )
 
 
 def _shard(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -343,9 +405,13 @@ def train_speech_model(
     progress: bool = True,
     state: dict | None = None,
     lip_basis: torch.Tensor | None = None,
+    gap_basis: torch.Tensor | None = None,
 ) -> SpeechModel:
     """Stage 1 on the training split: MSE on motion coefficients plus their velocity, plus
-    (with `lip_basis` `[C, 3L]`, the basis rows of the lip vertices) an MSE on the lips."""
+    (with `lip_basis` `[C, 3L]`, the basis rows of the lip vertices) an MSE on the lips, plus
+    (with `gap_basis` `[C, K]`, the change of each central inner-lip column's gap per
+    coefficient) an MSE on the lip gaps that counts shut frames `closure_emphasis` more: a
+    plain MSE smooths a 60 ms closure into a half-open mouth."""
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -360,6 +426,7 @@ def train_speech_model(
             components=cfg.components,
             fps=cfg.fps,
             dropout=cfg.dropout,
+            phone_classes=len(PHONE_CLASSES) if cfg.phone_weight > 0 else 0,
         )
     )
     if state is not None:
@@ -377,18 +444,43 @@ def train_speech_model(
         range(cfg.stage1_steps), desc="stage 1: speech model", disable=not (progress and _is_main())
     )
     for step in bar:
-        coeffs, mel, style = _crop_batch(train, gen, cfg.batch, cfg.crop_frames, with_audio=True)
-        coeffs, mel, style = _shard(coeffs), _shard(mel), _shard(style)
-        pred = net(mel, cfg.crop_frames, style)
+        coeffs, mel, style, phones = _crop_batch(
+            train, gen, cfg.batch, cfg.crop_frames, with_audio=True
+        )
+        coeffs, mel, style, phones = _shard(coeffs), _shard(mel), _shard(style), _shard(phones)
+        if model.to_phones is not None:
+            pred, logits = net(mel, cfg.crop_frames, style, with_phones=True)
+        else:
+            pred, logits = net(mel, cfg.crop_frames, style), None
         loss = nn.functional.mse_loss(pred, coeffs) + cfg.velocity_weight * nn.functional.mse_loss(
             _velocity(pred), _velocity(coeffs)
         )
+        if logits is not None:
+            # Naming the viseme from the same features keeps them phonetic across voices.
+            # Summed over labelled frames, divided by all frames: equal shards of a global
+            # batch then average to the global loss, as the motion terms do.
+            aux = (
+                nn.functional.cross_entropy(
+                    logits.flatten(0, 1), phones.flatten(), ignore_index=-1, reduction="sum"
+                )
+                / phones.numel()
+                + 0.0 * logits.sum()
+            )  # (kept in the graph when none is labelled)
+            loss = loss + cfg.phone_weight * aux
         if lip_basis is not None and cfg.lip_weight > 0:
             # Per-coordinate MSE on the lips, rescaled by 3V / C to the coefficient loss's units:
             # with equal error density on the lips and elsewhere the two terms are equal.
             scale = 3.0 * num_vertices / coeffs.shape[-1]
             loss = loss + cfg.lip_weight * scale * nn.functional.mse_loss(
                 pred @ lip_basis, coeffs @ lip_basis
+            )
+        if gap_basis is not None and cfg.gap_weight > 0:
+            gap_true = coeffs @ gap_basis  # [B, F, K] metres from the rest gap
+            shut = (gap_true < CLOSED_GAP_M).to(gap_true.dtype)
+            weight = 1.0 + cfg.closure_emphasis * shut
+            scale = 3.0 * num_vertices / coeffs.shape[-1]
+            loss = (
+                loss + cfg.gap_weight * scale * (weight * (pred @ gap_basis - gap_true) ** 2).mean()
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -486,8 +578,8 @@ def train_fusion(
         range(cfg.stage2_steps), desc="stage 2: fusion", disable=not (progress and _is_main())
     )
     for step in bar:
-        tb, _, _ = _crop_batch(pairs, gen, half, cfg.crop_frames, with_audio=False)
-        eb, _, _ = _crop_batch(expr_train, gen, half, cfg.crop_frames, with_audio=False)
+        tb = _crop_batch(pairs, gen, half, cfg.crop_frames, with_audio=False).coeffs
+        eb = _crop_batch(expr_train, gen, half, cfg.crop_frames, with_audio=False).coeffs
         tb, eb = _shard(tb), _shard(eb)
         t_in, t_gt = tb[..., :c_dim], tb[..., c_dim:]
         t_out, t_wa, t_we = net(t_in)
@@ -604,6 +696,7 @@ def train(
         progress=progress,
         state=sub("speech"),
         lip_basis=lip_basis,
+        gap_basis=lip_gap_basis(basis, head),
     )
     base_config = {
         "train": train_config_dict(cfg),

@@ -4,6 +4,7 @@ training parity, and a tiny end-to-end training run."""
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from animator.checkpoint import load_checkpoint, save_checkpoint
 from animator.mapping import fit_flame_mapping
 from animator.models import FusionConfig, FusionModule, MotionBasis, SpeechModel, SpeechModelConfig
 from animator.train import (
+    PHONE_CLASSES,
     Clip,
     Rendition,
     TrainConfig,
@@ -182,6 +184,8 @@ def synthetic_clips(num: int = 6, frames: int = 45, components: int = 8) -> list
             split="train",
             mel=torch.randn(frames * 10 // 3 + 5, 80, generator=g),
             style=i % 3,
+            # viseme labels on half the clips (the others have none: -1 is ignored)
+            phones=torch.randint(0, len(PHONE_CLASSES), (frames,), generator=g) if i % 2 else None,
         )
         if i % 2 == 0:
             faster = frames * 10 // 11  # a rendition 1.1 times faster
@@ -241,7 +245,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path) ->
     torch.manual_seed(TINY.seed)
     fresh = SpeechModel(
         SpeechModelConfig(num_vertices=10, num_subjects=3, dim=32, layers=1, heads=2, window=4,
-                          components=8, dropout=TINY.dropout)
+                          components=8, dropout=TINY.dropout,
+                          phone_classes=len(PHONE_CLASSES))
     ).state_dict()  # fmt: skip
     assert fresh.keys() == {k[len("speech.") :] for k in single if k.startswith("speech.")}
     moved = [k for k in fresh if (single[f"speech.{k}"] - fresh[k]).abs().max() > 1e-4]
@@ -268,14 +273,14 @@ def test_crops_play_the_clean_clip_and_each_rendition_with_its_own_motion() -> N
     gen = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(30):
-        coeffs, mel, _ = _crop_batch([clip], gen, 4, 30, with_audio=True)
+        coeffs, mel, _, _ = _crop_batch([clip], gen, 4, 30, with_audio=True)
         assert mel.dtype == torch.float32 and mel.shape == (4, 101, 80)
         for c, m in zip(coeffs, mel, strict=True):
             marker = float(m[0, 0])
             seen.add(marker)
             assert float(c[0, 0]) == (2.0 if marker == 2.0 else 0.0)
     assert seen == {0.0, 1.0, 2.0}
-    coeffs, mel, _ = _crop_batch([clip], gen, 8, 30, with_audio=False)
+    coeffs, mel, _, _ = _crop_batch([clip], gen, 8, 30, with_audio=False)
     assert mel is None and coeffs.abs().max() == 0  # motion-only batches ignore renditions
 
 

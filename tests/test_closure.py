@@ -68,3 +68,45 @@ def test_every_emotion_keeps_the_speech_closures(anim: Animator, head) -> None:
         assert float(diff) < 1e-3, label  # the upper face is the emotion's, untouched
         if gap_mm(head, plain)[0] > 3.0:
             assert gap_mm(head, kept)[0] < 0.3 * gap_mm(head, plain)[0], label
+
+
+def test_sealing_speech_weights_shuts_the_lips_only_where_asked(anim: Animator, head) -> None:
+    keeper = anim.closure_keeper
+    g_w, u_w = keeper.weight_sealer(anim.mapping[: anim.num_speech])
+    torch.testing.assert_close(g_w.T @ u_w, torch.eye(g_w.shape[1]), atol=1e-3, rtol=0)
+    from avatar.paths import asset_path
+
+    anim.seal_bilabials = False  # this shipped animator may or may not have a classifier
+    speech = anim.speech_weights(asset_path("speech", "sample.wav"))
+    anim.seal_bilabials = True
+    no_emotion = torch.zeros(len(speech), anim.emotion_codes.shape[1])
+    gaps = gap_mm(head, anim.to_flame(speech, no_emotion))
+    open_frames = np.argsort(gaps)[-60::10][:6].copy()  # six open frames of the speech
+    assert len(open_frames) == 6 and (gaps[open_frames] > 3.0).all()
+    w_a = speech[open_frames]
+    strength = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.5, 0.0])
+    sealed = keeper.seal_weights(w_a, strength, (g_w, u_w))
+    torch.testing.assert_close(sealed[strength == 0], w_a[strength == 0])
+    before = (w_a @ g_w).clamp_min(0)
+    after = sealed @ g_w
+    assert after[2:4].clamp_min(0).max() < 1e-3  # fully shut (linearised)
+    torch.testing.assert_close(after[4].clamp_min(0), 0.5 * before[4], atol=1e-3, rtol=0)
+    # through FLAME: a speech frame whose lips part is shut for real
+    no_emotion = torch.zeros(6, anim.emotion_codes.shape[1])
+    true_gap = gap_mm(head, anim.to_flame(sealed, no_emotion))
+    assert np.all(true_gap[2:4] < 1.0) and true_gap[0] == pytest.approx(
+        gap_mm(head, anim.to_flame(w_a, no_emotion))[0]
+    )
+
+
+def test_bilabial_strength_from_the_phone_classifier() -> None:
+    from animator.animator import bilabial_strength
+    from animator.data.visemes import VISEMES
+
+    logits = torch.full((3, len(VISEMES)), -5.0)
+    b = list(VISEMES).index("bilabial")
+    logits[0, b] = 5.0  # surely a p/b/m
+    logits[1, list(VISEMES).index("alveolar")] = 5.0  # surely t/d/n
+    # frame 2: uniform, the classifier does not know
+    strength = bilabial_strength(logits)
+    assert strength[0] == pytest.approx(1.0) and strength[1] == 0.0 and strength[2] == 0.0

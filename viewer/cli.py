@@ -119,6 +119,14 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="augmented renditions per training clip besides the clean one (default 3; 0: none)",
     )
+    train.add_argument(
+        "--phone-weight", type=float, default=None, metavar="W",
+        help="weight of the auxiliary viseme classification in stage 1 (0: off)",
+    )  # fmt: skip
+    train.add_argument(
+        "--gap-weight", type=float, default=None, metavar="W",
+        help="weight of the inner-lip gap loss in stage 1 (0: off)",
+    )  # fmt: skip
     _add_flame_flag(train)
     train.set_defaults(handler=_run_train)
 
@@ -278,6 +286,8 @@ def _run_train(args: argparse.Namespace) -> None:
         "speech_blendshapes": args.speech_blendshapes,
         "expression_blendshapes": args.expression_blendshapes,
         "augment_renditions": args.augment,
+        "phone_weight": args.phone_weight,
+        "gap_weight": args.gap_weight,
     }
     cfg = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     train(
