@@ -103,7 +103,8 @@ def _frames_in(label: TimedLabel, fps: float, num: int) -> np.ndarray:
     lo, hi = int(math.ceil(label.start * fps - 1e-9)), int(math.ceil(label.end * fps - 1e-9)) - 1
     if hi < lo:
         lo = hi = int(round(0.5 * (label.start + label.end) * fps))
-    return np.arange(max(lo, 0), min(hi, num - 1) + 1)
+    lo, hi = min(max(lo, 0), num - 1), min(max(hi, 0), num - 1)  # spans past the end: last frame
+    return np.arange(lo, max(lo, hi) + 1)
 
 
 def opening_target(timings: Sequence[TimedLabel], fps: float, num: int) -> np.ndarray:

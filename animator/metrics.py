@@ -248,7 +248,26 @@ def evaluate(
             table_rows.append(
                 {"method": method, **{k: float(np.nanmean(v)) for k, v in rows[method].items()}}
             )
-    return table_rows, format_table(table_rows, COLUMNS)
+    return table_rows, format_table(table_rows, COLUMNS) + "\n\n" + _expression_section(
+        anim, expressions_dir, split
+    )
+
+
+def _expression_section(anim, expressions_dir: str | Path, split: str) -> str:
+    """The expression tables of `talking-avatar eval`: the animator's emotions (silent face,
+    shipped path) and the expression set's ground truth for one held-out identity."""
+    from animator.data.florence import load_florence
+
+    data = load_florence(expressions_dir)
+    held_out = sorted(i for i, s in data.splits.items() if s == split) or sorted(data.identities)
+    rest, truth = apex_fields(data, held_out[0])
+    ours = expression_table(anim.head, anim.emotion_fields((0.5, 1.0))).markdown()
+    theirs = expression_table(anim.head, truth, rest=rest).markdown()
+    return (
+        "### Emotions of the animator (silent face, through FLAME), in mm\n\n"
+        f"{ours}\n\n### The expression set's apex, identity {held_out[0]} ({split}), in mm\n\n"
+        f"{theirs}"
+    )
 
 
 # ------------------------------------------------------------------------- real-speech lip sync
