@@ -53,7 +53,7 @@ class TrainConfig:
     speech_blendshapes: int = 32
     expression_blendshapes: int = 32
     sparsity: float = 3e-3
-    stage1_steps: int = 1500
+    stage1_steps: int = 5000
     stage2_steps: int = 1200
     batch: int = 16
     crop_frames: int = 60
@@ -62,7 +62,7 @@ class TrainConfig:
     lip_weight: float = 1.0  # extra loss on the lip vertices (about 16x emphasis on this head)
     #: weight of the auxiliary per-frame viseme classification (cross-entropy) in stage 1,
     #: in the units of the motion loss; 0 turns it off
-    phone_weight: float = 3e-6
+    phone_weight: float = 1e-2
     #: weight of the inner-lip gap loss in stage 1 (per central lip column, in the lip loss's
     #: units), and how much more a frame counts where the lips are shut in the data
     gap_weight: float = 0.1

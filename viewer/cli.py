@@ -304,40 +304,42 @@ def _run_eval(args: argparse.Namespace) -> None:
     import shlex
     import sys
 
+    from animator import Animator
     from animator.animator import BUNDLED_ANIMATOR
-    from animator.metrics import LEGEND, evaluate
+    from animator.metrics import LEGEND, SPEECH_LEGEND, evaluate, evaluate_speech, speech_ablation
     from avatar.atomic import atomic_write_text, check_output_path
     from avatar.flame import load_flame
 
+    synthetic = args.talking is not None or args.expressions is not None
+    if synthetic and (args.talking is None or args.expressions is None):
+        raise TalkingAvatarError("eval needs both --talking DIR and --expressions DIR")
+    if not synthetic and args.speech is None:
+        raise TalkingAvatarError("eval needs --talking DIR and --expressions DIR, or --speech DIR")
     if args.out:
         check_output_path(args.out, what="--out")
     checkpoint = args.checkpoint or BUNDLED_ANIMATOR
+    head = load_flame(args.flame)
+    sections = []
+    if synthetic:
+        _, table = evaluate(
+            checkpoint, args.talking, args.expressions, ablation=args.ablation, head=head,
+            split=args.split,
+        )  # fmt: skip
+        sections.append(f"## Held-out synthetic speakers\n\n{table}\n\n{LEGEND}")
     if args.speech is not None:
-        from animator import Animator
-        from animator.metrics import SPEECH_LEGEND, evaluate_speech
-
-        anim = Animator.load(checkpoint, head=load_flame(args.flame))
+        anim = Animator.load(checkpoint, head=head)
         _, _, table = evaluate_speech(anim, args.speech)
-        print(table)
-        if args.out:
-            command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-            text = f"Made by `{command}`.\n\n{table}\n\n{SPEECH_LEGEND}"
-            print(f"wrote {atomic_write_text(args.out, text)}")
-        return
-    if args.talking is None or args.expressions is None:
-        raise TalkingAvatarError("eval needs --talking DIR and --expressions DIR, or --speech DIR")
-    _, table = evaluate(
-        checkpoint,
-        args.talking,
-        args.expressions,
-        ablation=args.ablation,
-        head=load_flame(args.flame),
-        split=args.split,
-    )
-    print(table)
+        ablation = speech_ablation(anim, args.speech)
+        sections.append(
+            f"## Real speech ({args.speech})\n\n{SPEECH_LEGEND}\n{table}\n\n"
+            f"### What the rules on top of the additive model do (medians over speakers)\n\n"
+            f"{ablation}"
+        )
+    report = "\n\n".join(sections)
+    print(report)
     if args.out:
         command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        path = atomic_write_text(args.out, f"Made by `{command}`.\n\n{table}\n\n{LEGEND}\n")
+        path = atomic_write_text(args.out, f"Made by `{command}`.\n\n{report}\n")
         print(f"wrote {path}")
 
 
