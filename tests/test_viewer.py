@@ -24,6 +24,7 @@ from viewer_client import PART_BYTES, FakePage
 
 from animator import Animator
 from animator.audio import Audio
+from animator.emotion import as_track
 from avatar.builder import load_avatar
 from avatar.camera import Camera
 from avatar.flame import load_flame
@@ -560,3 +561,36 @@ def test_other_viser_release_is_refused(models, monkeypatch):
     assert str(err.value) == (
         "viser 1.2.0 is installed but the viewer needs viser 1.1.1; run: pip install viser==1.1.1"
     )
+
+
+def test_an_uploaded_recording_is_kept_for_export_at_its_own_quality(app, tmp_path):
+    """The export muxes the user's own file (44.1 kHz stereo here), not the models' 16 kHz;
+    a new upload replaces the old file and a closed tab leaves nothing behind."""
+    import soundfile as sf
+
+    from viewer.export import _speech_source
+
+    page = FakePage(app.server.get_port())
+    session = _session(app, page)
+    folder = session._upload_dir
+    t = np.arange(44_100) / 44_100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1)
+    sf.write(tmp_path / "a.flac", stereo, 44_100)
+    try:
+        assert session.load_upload("a.flac", (tmp_path / "a.flac").read_bytes())
+        first = session.clip.audio.path
+        assert first is not None and first.parent == folder and first.is_file()
+        perf = session.app.animator.perform(
+            session.clip.audio, session.clip.speech_weights, as_track({}), fps=session.clip.fps
+        )
+        source, args = _speech_source(perf, tmp_path)
+        assert source == first and args[args.index("-ar") + 1] == "44100"
+        assert args[args.index("-ac") + 1] == "2"
+        assert session.load_upload("b.flac", (tmp_path / "a.flac").read_bytes())
+        assert not first.exists() and session.clip.audio.path.is_file()
+    finally:
+        page.close()
+    deadline = time.monotonic() + 10
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not folder.exists()

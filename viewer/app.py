@@ -17,6 +17,8 @@ browser's GPU to draw (`mode="splats"`). Importing this module starts nothing.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -271,6 +273,9 @@ class ClientSession:
         self.last_export: bytes | None = None
         #: Held while this tab decodes and analyses an upload (one at a time per tab).
         self._analysing = threading.Lock()
+        #: This tab's folder for its uploaded recording, kept while it plays so that an export
+        #: muxes the user's own audio at its own quality (removed when the tab goes away).
+        self._upload_dir = Path(tempfile.mkdtemp(prefix="talking-avatar-session-"))
 
         # Before the upload button exists: no transfer may reach it unguarded.
         compat.guard_uploads(
@@ -696,18 +701,30 @@ class ClientSession:
                 )  # fmt: skip
                 progress.visible = True
                 progress.value = 10.0
-                with tempfile.TemporaryDirectory(prefix="talking-avatar-upload-") as scratch:
-                    path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
+                handle, tmp = tempfile.mkstemp(
+                    dir=self._upload_dir, prefix="upload-", suffix=Path(name).suffix.lower()
+                )
+                os.close(handle)
+                path = Path(tmp)
+                try:
                     path.write_bytes(content)
                     # Refused from the header before decoding; never decodes past the limit.
                     audio = load_audio(path, max_seconds=cfg.max_upload_seconds, label=shown)
-                audio.path = None
-                progress.value = 40.0
-                clip = make_clip(self.app.animator, audio, name=Path(name).name, fps=cfg.anim_fps)
+                    progress.value = 40.0
+                    clip = make_clip(
+                        self.app.animator, audio, name=Path(name).name, fps=cfg.anim_fps
+                    )
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
             progress.value = 90.0
             if self._closed.is_set():
+                path.unlink(missing_ok=True)
                 return False
+            previous = self.clip.audio.path
             self.set_clip(clip)
+            if previous is not None and previous.parent == self._upload_dir:
+                previous.unlink(missing_ok=True)  # an export in flight keeps its open handle
         except _Cancelled:
             return False
         except TalkingAvatarError as err:
@@ -831,9 +848,11 @@ class ClientSession:
     # -- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """The tab went away: stop the render loop (an export in flight cancels itself)."""
+        """The tab went away: stop the render loop (an export in flight cancels itself) and
+        remove its uploaded recording."""
         self._closed.set()
         self._wake.set()
+        shutil.rmtree(self._upload_dir, ignore_errors=True)
 
 
 class ViewerApp:

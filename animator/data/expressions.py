@@ -13,7 +13,8 @@ built by scripts/facs_units.py, amplitudes and sources in docs/expressions.md):
 unmistakable expression (action units at FACS intensity D-E), 0.5 a clear, moderate one.
 
 Identities differ as people do in posed-expression captures: each has its own expressiveness
-(intensity x0.85-1.15), left/right balance (up to +-15 %; contempt on its own side) and timing
+(intensity x0.85-1.15), left/right balance (up to +-15 %; contempt on the subject's left in every
+identity, so that the learned code stays one-sided) and timing
 (onset, apex hold and offset each x0.75-1.3); per sequence each action unit's share varies by
 +-10 % and units start slightly out of step (the brows lead). Small lip/jaw motion and blinks run
 on top, as in real captures. The neutral sequence has only that secondary motion.
@@ -111,6 +112,10 @@ _SMALL_IDENTITIES = 1
 _DEFAULT_IDENTITIES = 10
 
 
+#: The side of contempt's one-sided action units in every identity (the subject's left).
+CONTEMPT_SIDE = "Left"
+
+
 @dataclass(frozen=True)
 class Expressiveness:
     """How one identity performs: intensity gain, left/right balance, contempt's side, pace.
@@ -118,7 +123,10 @@ class Expressiveness:
     Attributes:
         gain: multiplies every action unit (0.85-1.15).
         asymmetry: the left side gets 1 + asymmetry, the right 1 - asymmetry (+-0.15).
-        side: the side of one-sided (contempt) action units, "Left" or "Right".
+        side: the side of one-sided (contempt) action units, "Left" or "Right". The same for
+            every identity of a set (`CONTEMPT_SIDE`): the animator learns one code per emotion
+            as the mean over identities, and contempt on both sides would average into a weak
+            two-sided smile, losing the asymmetry that defines it.
         onset, apex, offset: duration scales of the rise, the held apex and the release.
     """
 
@@ -135,7 +143,7 @@ class Expressiveness:
         return cls(
             gain=float(rng.uniform(0.85, 1.15)),
             asymmetry=float(rng.uniform(-0.15, 0.15)),
-            side="Left" if rng.random() < 0.5 else "Right",
+            side=CONTEMPT_SIDE,
             onset=float(rng.uniform(0.75, 1.3)),
             apex=float(rng.uniform(0.75, 1.3)),
             offset=float(rng.uniform(0.75, 1.3)),

@@ -437,20 +437,22 @@ def generate_talking_set(
             f"{format_bytes(verts_bytes * 1.1)}; free space, pick another --out or use --small"
         )
     writer = VocasetWriter(out, num_frames, num_vertices)
-    templates = {}
-    for speaker in speakers:
-        templates[speaker.name] = identity_template(head, speaker.shape)
-        writer.set_template(speaker.name, templates[speaker.name])
     phoneme_root = out / PHONEME_DIR
-    for clip in tqdm(clips, desc="meshes", unit="sentence", disable=not progress):
-        vertices = face_unit_vertices(
-            head, clip.speaker.shape, clip.face_units, neck_pose=clip.neck_pose
-        )  # [T, V, 3]
-        writer.add(clip.speaker.name, clip.sentence, vertices, clip.audio, clip.sample_rate)
-        folder = phoneme_root / clip.speaker.name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{clip.sentence}.json").write_text(json.dumps(_phoneme_json(clip), indent=1))
-    written = writer.close()
+    try:
+        for speaker in speakers:
+            writer.set_template(speaker.name, identity_template(head, speaker.shape))
+        for clip in tqdm(clips, desc="meshes", unit="sentence", disable=not progress):
+            vertices = face_unit_vertices(
+                head, clip.speaker.shape, clip.face_units, neck_pose=clip.neck_pose
+            )  # [T, V, 3]
+            writer.add(clip.speaker.name, clip.sentence, vertices, clip.audio, clip.sample_rate)
+            folder = phoneme_root / clip.speaker.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{clip.sentence}.json").write_text(json.dumps(_phoneme_json(clip), indent=1))
+        written = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     splits: dict[str, dict[str, list[str]]] = {"train": {}, "val": {}, "test": {}}
     for clip in clips:
         splits[clip.speaker.split].setdefault(clip.speaker.name, []).append(clip.sentence)

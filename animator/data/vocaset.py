@@ -29,8 +29,10 @@ into the file, so a several-GB dataset never has to fit in memory.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +40,7 @@ import numpy as np
 
 from animator.audio import pcm_to_float
 from animator.data.sample import MotionSample, SampleSequence, TimedLabel
+from avatar.atomic import atomic_path
 from avatar.errors import TalkingAvatarError
 from avatar.flame.pickle_io import load_data_pickle
 
@@ -396,7 +399,9 @@ class VocasetWriter:
     def __init__(self, root: str | Path, num_frames: int, num_vertices: int) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._verts_tmp = self.root / "data_verts.npy.partial"
+        handle, name = tempfile.mkstemp(dir=self.root, prefix=".data_verts.", suffix=".tmp.npy")
+        os.close(handle)
+        self._verts_tmp = Path(name)
         self._verts = np.lib.format.open_memmap(
             self._verts_tmp, mode="w+", dtype=np.float32, shape=(num_frames, num_vertices, 3)
         )
@@ -445,9 +450,12 @@ class VocasetWriter:
             ("subj_seq_to_idx.pkl", self.index),
         ):
             path = self.root / name
-            tmp = path.with_name(name + ".partial")
-            with tmp.open("wb") as f:
+            with atomic_path(path, what="dataset file") as tmp, tmp.open("wb") as f:
                 pickle.dump(value, f, protocol=4)
-            tmp.replace(path)
             written.append(path)
         return written
+
+    def abort(self) -> None:
+        """Drop what was written so far (after an error or Ctrl-C): nothing half-written stays."""
+        self.__dict__.pop("_verts", None)
+        self._verts_tmp.unlink(missing_ok=True)
