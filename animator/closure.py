@@ -10,8 +10,11 @@ here changes nothing else: per frame,
     d   = max(0, G p_E)                how far the expression would open the lips (mm) `[K]`
     p   = p_A + p_E - c U d
 
-where G `[K, P]` holds, for each of the K central columns of the matched inner-lip contours, the
-gradient of that column's gap in FLAME's expression + jaw parameters (from the head's Jacobian),
+where G `[K, P]` holds, for each of the K central columns of the inner-lip contours, the gradient
+of that column's gap in FLAME's expression + jaw parameters (from the head's Jacobian). A column's
+gap is measured as a viewer sees it from the front, as `inner_lip_gap` does: the upper lip's
+point over the lower contour at the same x, so a lip that slides sideways (a one-sided smile)
+counts by how it moves the lower contour under that point,
 and U `[P, K]` is the least-visible way to close each column by one millimetre: the parameter
 change of smallest skin motion with G U = I, U = H^-1 G^T (G H^-1 G^T)^-1, H = J_skin^T J_skin.
 On the bundled head this is the ARKit-style seal (lips meet, the emotion's jaw and everything
@@ -33,8 +36,10 @@ __all__ = ["ClosureKeeper"]
 #: Speech gaps (mm) at or below `CLOSED_MM` count as a closure, at or above `OPEN_MM` as open.
 CLOSED_MM = 1.0
 OPEN_MM = 3.0
-#: Fraction of the inner-lip contour's columns kept shut, centred (what `inner_lip_gap` measures).
+#: Fraction of the mouth width kept shut, centred (what `inner_lip_gap` measures), and a margin:
+#: a one-sided expression (contempt) moves a corner, and the measured window with it.
 CENTRAL = 0.6
+WINDOW_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,9 @@ class ClosureKeeper:
         lip_lower_inner, ordered across the mouth) and a skin region."""
         upper = torch.as_tensor(head.region("lip_upper_inner"))
         lower = torch.as_tensor(head.region("lip_lower_inner"))
-        n = len(upper)
-        drop = int(round(n * (1 - CENTRAL) / 2))
-        upper, lower = upper[drop : n - drop], lower[drop : n - drop]
+        rest = head.v_template.double()
         jac = flame_jacobian(head).double().view(head.num_vertices, 3, -1)  # [V, 3, P]
-        g = 1000.0 * (jac[upper, 1] - jac[lower, 1])  # [K, P] mm per unit
+        g = 1000.0 * _aperture_gradient(rest, jac, upper, lower, CENTRAL + WINDOW_MARGIN)
         skin = torch.as_tensor(head.region("skin"))
         js = jac[skin].reshape(-1, jac.shape[-1])  # [3S, P]
         h = js.T @ js
@@ -110,3 +113,28 @@ class ClosureKeeper:
         g_w, u_w = sealer
         gap = (weights @ g_w.to(weights)).clamp_min(0.0)  # [T, K] mm to take back
         return weights - (strength[:, None] * gap) @ u_w.T.to(weights)
+
+
+def _aperture_gradient(
+    rest: torch.Tensor, jac: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, central: float
+) -> torch.Tensor:
+    """d(gap)/dp `[K, P]` (metres per unit) of each upper inner-lip point in the central
+    `central` fraction of the mouth width, the gap being upper.y minus the lower contour's y at
+    the same x (linear between its points). To first order, with s the lower contour's slope
+    there: d gap = d upper.y - d lower.y - s (d upper.x - d lower.x)."""
+    ux = rest[upper, 0]
+    centre, half = 0.5 * (ux.min() + ux.max()), 0.5 * central * (ux.max() - ux.min())
+    upper = upper[(ux - centre).abs() <= half]
+    lower = lower[torch.argsort(rest[lower, 0])]
+    lx, ly = rest[lower, 0], rest[lower, 1]
+    rows = []
+    for i in upper.tolist():
+        x = rest[i, 0]
+        b = int(torch.searchsorted(lx, x).clamp(1, len(lx) - 1))
+        a = b - 1
+        t = float(((x - lx[a]) / (lx[b] - lx[a])).clamp(0.0, 1.0))
+        slope = float((ly[b] - ly[a]) / (lx[b] - lx[a]))
+        d_low = (1.0 - t) * jac[lower[a]] + t * jac[lower[b]]  # [3, P]
+        d = jac[i] - d_low
+        rows.append(d[1] - slope * d[0])
+    return torch.stack(rows)
