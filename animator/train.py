@@ -179,8 +179,10 @@ def load_training_data(
     log: Callable[[str], None] = print,
     *,
     renditions: bool = True,
+    basis: MotionBasis | None = None,
 ) -> tuple[MotionBasis, list[Clip], list[Clip], dict]:
-    """Read both sets, fit the shared motion basis and encode every clip.
+    """Read both sets, fit the shared motion basis (or take `basis`, that of a resumed speech
+    model, whose outputs are coefficients in it) and encode every clip.
 
     With `renditions` (and `cfg.augment_renditions` > 0) each training talking clip also gets
     its augmented renditions (`build_renditions`); stage 1 is their only user.
@@ -213,8 +215,16 @@ def load_training_data(
         d = displacement_frames(s, cfg.fps)
         take = rng.choice(len(d), size=min(len(d), 12), replace=False)
         fit_frames.append(d[np.sort(take)])
-    basis, kept = MotionBasis.fit(torch.cat(fit_frames), cfg.components)
-    log(f"motion basis: {cfg.components} components keep {kept * 100:.3f}% of the motion energy")
+    fit_frames = torch.cat(fit_frames)
+    if basis is None:
+        basis, kept = MotionBasis.fit(fit_frames, cfg.components)
+        what = f"{cfg.components} components"
+    else:
+        # Refitting on data regenerated since would rotate or flip components in the last bits.
+        x = fit_frames.reshape(len(fit_frames), -1)
+        kept = float((x @ basis.basis.T).pow(2).sum() / x.pow(2).sum())
+        what = f"the resumed model's {basis.basis.shape[0]} components"
+    log(f"motion basis: {what} keep {kept * 100:.3f}% of the motion energy")
 
     train_audio: list[np.ndarray] = []  # [N] 16 kHz, of the training talking clips, in order
 
@@ -671,12 +681,18 @@ def train(
         got = {k[len(prefix) + 1 :]: v for k, v in resumed.items() if k.startswith(prefix + ".")}
         return got or None
 
+    resumed_basis = None
+    if sub("speech") is not None and sub("basis") is not None:
+        rows = sub("basis")["basis"]
+        resumed_basis = MotionBasis(rows.shape[0], rows.shape[1] // 3)
+        resumed_basis.load_state_dict(sub("basis"))
     basis, talk, expr, meta = load_training_data(
         talking_dir,
         expressions_dir,
         cfg,
         log=log if _is_main() else lambda *_: None,
         renditions=sub("speech") is None,  # only stage 1 hears them
+        basis=resumed_basis,
     )
     if meta["num_vertices"] != head.num_vertices:
         raise TalkingAvatarError(

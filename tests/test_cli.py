@@ -67,6 +67,27 @@ def test_train_end_to_end_and_resume(small_sets, tmp_path: Path, capsys) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "second"]  # nothing else left
 
 
+def test_resume_keeps_the_speech_models_basis(small_sets, tmp_path: Path, head) -> None:
+    """The resumed speech model speaks coefficients of its own basis: resuming on data that
+    differ (here another expression set, which a refit would rotate the basis by) keeps it."""
+    from animator.data.expressions import generate_expression_set
+
+    talking, expr = small_sets
+    other = tmp_path / "other_expr"
+    generate_expression_set(other, small=True, head=head, seed=5, progress=False, log=None)
+    base = ["train", "--talking", str(talking), "--threads", "1", "--stage1-steps", "4",
+            "--stage2-steps", "4", "--batch", "4"]  # fmt: skip
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*base, "--expressions", str(expr), "--out", str(first)]) == 0
+    assert (
+        main([*base, "--expressions", str(other), "--out", str(second), "--resume", str(first)])
+        == 0
+    )
+    a = load_file(str(first / "weights.safetensors"))["basis.basis"]
+    b = load_file(str(second / "weights.safetensors"))["basis.basis"]
+    assert (a == b).all()
+
+
 def _umask() -> int:
     import os
 
