@@ -53,7 +53,7 @@ class TrainConfig:
     speech_blendshapes: int = 32
     expression_blendshapes: int = 32
     sparsity: float = 3e-3
-    stage1_steps: int = 5000
+    stage1_steps: int = 3000
     stage2_steps: int = 1200
     batch: int = 16
     crop_frames: int = 60

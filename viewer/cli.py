@@ -333,7 +333,9 @@ def _run_eval(args: argparse.Namespace) -> None:
         sections.append(
             f"## Real speech ({args.speech})\n\n{SPEECH_LEGEND}\n{table}\n\n"
             f"### What the rules on top of the additive model do (medians over speakers)\n\n"
-            f"{ablation}"
+            f"{ablation}\n\nWhich training choices (audio features, the viseme classifier and its "
+            f"weight, augmentation, the gap loss) made the speech model hold on real voices, run "
+            f"by run on this set: docs/lipsync_ablation.md."
         )
     report = "\n\n".join(sections)
     print(report)
