@@ -150,6 +150,34 @@ def bilabial_strength(logits: torch.Tensor) -> torch.Tensor:
     return x * x * (3.0 - 2.0 * x)
 
 
+#: Frames (at the model's 30 fps) either side of heard speech that still count as speaking:
+#: half a second, so the lips keep speech's closures through a stop's silent closure, a fading
+#: final "m" and the pauses between phrases; the emotion owns the mouth only before and after
+#: speech and in silences over a second (on the real-speech set the closures under emotion are
+#: then exactly those of the ungated rule; at 4 frames, surprise's went from 0.228 to 0.249).
+SPEAKING_REACH = 15
+
+
+#: 1 - p(rest) at which a frame starts to count as speech, and fully does.
+TALK_FROM, TALK_FULL = 0.1, 0.6
+
+
+def speech_activity(logits: torch.Tensor) -> torch.Tensor:
+    """How much each frame `[T]` in [0, 1] is speech rather than silence, from the viseme
+    logits `[T, P]`: a smoothstep of 1 - p(rest), widened by `SPEAKING_REACH` frames each side
+    and ramped. Widened, because a stop's closure is silent and the classifier often calls it
+    rest; sharp, because a closure sealed at 0.9 leaves a tenth of a surprised jaw's opening."""
+    from animator.data.visemes import VISEMES
+
+    x = 1.0 - logits.softmax(dim=-1)[:, list(VISEMES).index("rest")]  # [T]
+    x = ((x - TALK_FROM) / (TALK_FULL - TALK_FROM)).clamp(0.0, 1.0)
+    talk = x * x * (3.0 - 2.0 * x)
+    k = 2 * SPEAKING_REACH + 1
+    wide = torch.nn.functional.max_pool1d(talk[None, None], k, 1, SPEAKING_REACH)
+    ramp = torch.nn.functional.avg_pool1d(wide, 5, 1, 2, count_include_pad=False)
+    return ramp[0, 0].clamp(0.0, 1.0)
+
+
 class Animator:
     """Trained speech model, fusion blendshapes, emotion codes and FLAME mapping (see module doc)."""
 
@@ -211,30 +239,44 @@ class Animator:
     def num_expression(self) -> int:
         return self.fusion.cfg.expression_blendshapes
 
-    @torch.no_grad()
     def speech_weights(
         self, audio: str | Path | Audio | np.ndarray, *, fps: float = 30.0
     ) -> torch.Tensor:
         """w_A `[T, K_A]` for T = round(duration * fps) frames; zeros for silent audio."""
+        return self.speech_track(audio, fps=fps)[0]
+
+    @torch.no_grad()
+    def speech_track(
+        self, audio: str | Path | Audio | np.ndarray, *, fps: float = 30.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w_A `[T, K_A]`, speaking `[T]` in [0, 1]) for T = round(duration * fps) frames.
+
+        speaking (`speech_activity`) tells the closure rule where a closed mouth is a closure
+        of speech (keep it shut under an emotion) and where it is silence (the emotion owns the
+        mouth); all ones for a model without a phone classifier, zeros for silent audio."""
         audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
         num = audio.num_frames(fps)
         if audio.is_silent:
-            return torch.zeros(num, self.num_speech)
+            return torch.zeros(num, self.num_speech), torch.zeros(num)
         mel = torch.from_numpy(log_mel(audio))[None]  # [1, T_a, 80]
         native = audio.num_frames(self.fps)
-        if self.seal_bilabials and self.speech_model.to_phones is not None:
+        if self.speech_model.to_phones is not None:
             coeffs, logits = self.speech_model.predict_long(mel, native, with_phones=True)
         else:
             coeffs, logits = self.speech_model.predict_long(mel, native), None  # [T30, C]
         w_a, _ = self.fusion.encode(coeffs[None])
         w_a = w_a[0]  # [T30, K_A]
-        if logits is not None:
+        if logits is not None and self.seal_bilabials:
             w_a = self.closure_keeper.seal_weights(w_a, bilabial_strength(logits), self._sealer())
+        speaking = torch.ones(native) if logits is None else speech_activity(logits)
         if abs(fps - self.fps) < 1e-9:
-            return w_a
+            return w_a, speaking
         from animator.features import resample_frames
 
-        return resample_frames(w_a, self.fps, num, fps)
+        return (
+            resample_frames(w_a, self.fps, num, fps),
+            resample_frames(speaking[:, None], self.fps, num, fps)[:, 0].clamp(0.0, 1.0),
+        )
 
     def emotion_weights(
         self,
@@ -264,15 +306,18 @@ class Animator:
             self._closure_keeper = ClosureKeeper.for_head(self.head)
         return self._closure_keeper
 
-    def to_flame(self, w_a: torch.Tensor, w_e: torch.Tensor) -> FlameParams:
+    def to_flame(
+        self, w_a: torch.Tensor, w_e: torch.Tensor, speaking: torch.Tensor | None = None
+    ) -> FlameParams:
         """FLAME parameters for blend weights: expr and jaw_pose from the mapping (speech and
-        expression added, the lips kept shut where the speech shuts them unless
-        `keep_closures` is off: `animator.closure`), the rest zero."""
+        expression added, the lips kept shut where the speech shuts them while `speaking`
+        `[T]` (default: everywhere), unless `keep_closures` is off: `animator.closure`), the
+        rest zero."""
         k_a = w_a.shape[1]
         speech = w_a @ self.mapping[:k_a].to(w_a)  # [T, E + 3]
         expression = w_e @ self.mapping[k_a:].to(w_e)  # [T, E + 3]
         if self.keep_closures:
-            both = self.closure_keeper.combine(speech, expression)
+            both = self.closure_keeper.combine(speech, expression, speaking)
         else:
             both = speech + expression
         params = self.head.neutral_params(w_a.shape[0])
@@ -284,15 +329,16 @@ class Animator:
     def emotion_fields(
         self, intensities: Sequence[float] = (0.5, 1.0)
     ) -> dict[str, dict[float, torch.Tensor]]:
-        """What each emotion does to the silent face, through the shipped path (FLAME): emotion
-        -> intensity -> displacement `[V, 3]` (metres) from the head's template; what
-        `metrics.expression_table` measures."""
+        """What each emotion does to the silent face (nothing said: the emotion owns the
+        mouth), through the shipped path (FLAME): emotion -> intensity -> displacement `[V, 3]`
+        (metres) from the head's template; what `metrics.expression_table` measures."""
         silent = torch.zeros(1, self.num_speech)
+        quiet = torch.zeros(1)
         fields: dict[str, dict[float, torch.Tensor]] = {}
         for label in EMOTIONS:
             for x in intensities:
                 w_e = self.emotion_weights(as_track({label: float(x)}), 1)
-                disp = self.head(self.to_flame(silent, w_e))[0] - self.head.v_template
+                disp = self.head(self.to_flame(silent, w_e, quiet))[0] - self.head.v_template
                 fields.setdefault(label, {})[float(x)] = disp
         return fields
 
@@ -311,8 +357,11 @@ class Animator:
             raise TalkingAvatarError(f"fps {fps} is out of range; use 1 to 240 frames per second")
         audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
         track = as_track(emotion)
-        w_a = self.speech_weights(audio, fps=fps)
-        return self.perform(audio, w_a, track, fps=fps, blinks=idle, head_motion=idle, seed=seed)
+        w_a, speaking = self.speech_track(audio, fps=fps)
+        return self.perform(
+            audio, w_a, track, fps=fps, blinks=idle, head_motion=idle, seed=seed,
+            speaking=speaking,
+        )  # fmt: skip
 
     def perform(
         self,
@@ -324,12 +373,14 @@ class Animator:
         blinks: bool = True,
         head_motion: bool = True,
         seed: int = 0,
+        speaking: torch.Tensor | None = None,
     ) -> Performance:
-        """A performance from speech weights already computed for `audio` (`[T, K_A]` at fps):
-        emotion weights per frame, FLAME parameters and the idle layer. Cheap: callers that
-        keep w_A (the viewer) re-perform a clip without running the speech model again."""
+        """A performance from speech weights already computed for `audio` (`[T, K_A]` at fps,
+        with `speaking` `[T]` from `speech_track`): emotion weights per frame, FLAME parameters
+        and the idle layer. Cheap: callers that keep w_A (the viewer) re-perform a clip without
+        running the speech model again."""
         w_e = self.emotion_weights(track, w_a.shape[0], fps=fps)
-        params = self.to_flame(w_a, w_e)
+        params = self.to_flame(w_a, w_e, speaking)
         if blinks or head_motion:
             params = add_idle(
                 params, self.head, fps, seed=seed, blinks=blinks, head_motion=head_motion

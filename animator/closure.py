@@ -19,7 +19,9 @@ and U `[P, K]` is the least-visible way to close each column by one millimetre: 
 change of smallest skin motion with G U = I, U = H^-1 G^T (G H^-1 G^T)^-1, H = J_skin^T J_skin.
 On the bundled head this is the ARKit-style seal (lips meet, the emotion's jaw and everything
 else stay), which is what people do when they say "b" while surprised. Where speech opens the
-mouth (c = 0), or the expression only presses the lips (d = 0), the sum is the paper's.
+mouth (c = 0), or the expression only presses the lips (d = 0), the sum is the paper's. In
+silence (no speech heard, `Animator.speech_track`'s speaking = 0) a closed mouth is rest, not a
+closure: c is scaled by speaking, and a surprised face that says nothing has its mouth open.
 """
 
 from __future__ import annotations
@@ -82,11 +84,20 @@ class ClosureKeeper:
         x = ((self.open_mm - gap) / (self.open_mm - self.closed_mm)).clamp(0.0, 1.0)
         return x * x * (3.0 - 2.0 * x)
 
-    def combine(self, speech: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+    def combine(
+        self,
+        speech: torch.Tensor,
+        expression: torch.Tensor,
+        speaking: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Parameters `[T, P]` of speech `[T, P]` plus expression `[T, P]`, the lips kept shut
-        where the speech shuts them."""
+        where the speech shuts them. `speaking` `[T]` in [0, 1] scales the rule: in silence (0)
+        a closed mouth is rest, not a closure, and the expression opens it as it likes."""
         opening = (expression @ self.gradient.T.to(expression)).clamp_min(0.0)  # [T, K] mm
-        seal = self.speech_closure(speech)[:, None] * opening  # [T, K] mm to take back
+        closure = self.speech_closure(speech)
+        if speaking is not None:
+            closure = closure * speaking.to(closure)
+        seal = closure[:, None] * opening  # [T, K] mm to take back
         return speech + expression - seal @ self.direction.T.to(speech)
 
     @torch.no_grad()

@@ -360,11 +360,14 @@ def evaluate_speech(
     per_condition: dict[str, list[tuple[str, dict[str, float]]]] = {c: [] for c in conditions}
     for wav, timings, speaker in read_speech_clips(folder):
         audio = load_audio(wav)
-        w_a = anim.speech_weights(audio, fps=fps)
+        w_a, speaking = anim.speech_track(audio, fps=fps)
         row: dict = {"method": wav.stem, "speaker": speaker}
         for condition in conditions:
             mix = {} if condition == "neutral" else {condition: 1.0}
-            perf = anim.perform(audio, w_a, as_track(mix), fps=fps, blinks=False, head_motion=False)
+            perf = anim.perform(
+                audio, w_a, as_track(mix), fps=fps, blinks=False, head_motion=False,
+                speaking=speaking,
+            )  # fmt: skip
             gap = 1000.0 * inner_lip_gap(
                 head(perf.params).numpy(),
                 head.region("lip_upper_inner"),

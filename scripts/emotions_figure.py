@@ -94,7 +94,7 @@ def animator_fields(anim, speech: Path) -> dict[str, dict[object, torch.Tensor]]
         key=lambda p: p["end"] - p["start"],
     )
     audio = load_audio(speech)
-    w_a = anim.speech_weights(audio, fps=anim.fps)
+    w_a, speaking = anim.speech_track(audio, fps=anim.fps)
     frame = int(round(0.5 * (vowel["start"] + vowel["end"]) * anim.fps))
     key = f"saying '{vowel['phoneme']}'"
     fields: dict[str, dict[object, torch.Tensor]] = {
@@ -104,7 +104,7 @@ def animator_fields(anim, speech: Path) -> dict[str, dict[object, torch.Tensor]]
         for emotion in EMOTIONS:
             mix = {} if emotion == "neutral" else {emotion: 1.0}
             w_e = anim.emotion_weights(as_track(mix), 1)
-            params = anim.to_flame(w_a[frame : frame + 1], w_e)
+            params = anim.to_flame(w_a[frame : frame + 1], w_e, speaking[frame : frame + 1])
             fields.setdefault(emotion, {})[key] = anim.head(params)[0] - anim.head.v_template
     return fields
 

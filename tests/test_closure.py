@@ -119,3 +119,47 @@ def test_bilabial_strength_from_the_phone_classifier() -> None:
     # frame 2: uniform, the classifier does not know
     strength = bilabial_strength(logits)
     assert strength[0] == pytest.approx(1.0) and strength[1] == 0.0 and strength[2] == 0.0
+
+
+def test_in_silence_the_emotion_owns_the_mouth(head) -> None:
+    """speaking scales the rule: 0 (nothing heard) is the plain sum, 1 the full seal."""
+    keeper = ClosureKeeper.for_head(head)
+    ones = torch.ones(keeper.gradient.shape[0])
+    closed = torch.zeros(3, keeper.gradient.shape[1])
+    opening = (keeper.direction @ (8.0 * ones))[None].expand(3, -1)
+    speaking = torch.tensor([0.0, 0.5, 1.0])
+    out = keeper.combine(closed, opening, speaking)
+    torch.testing.assert_close(out[0], opening[0])  # silence: the expression as it is
+    gaps = out @ keeper.gradient.T
+    torch.testing.assert_close(gaps[1], 4.0 * ones, atol=1e-3, rtol=0)
+    assert gaps[2].abs().max() < 1e-3
+    torch.testing.assert_close(
+        keeper.combine(closed, opening), out[2:].expand(3, -1), atol=1e-3, rtol=0
+    )
+
+
+def test_speech_activity_from_the_phone_classifier() -> None:
+    from animator.animator import SPEAKING_REACH as R
+    from animator.animator import speech_activity
+    from animator.data.visemes import VISEMES
+
+    rest, vowel = list(VISEMES).index("rest"), list(VISEMES).index("open")
+    logits = torch.full((4 * R, len(VISEMES)), -5.0)
+    logits[:, rest] = 5.0
+    logits[2 * R, rest], logits[2 * R, vowel] = -5.0, 5.0  # one heard frame in silence
+    logits[2 * R + 2, rest], logits[2 * R + 2, vowel] = 2.0, 2.0  # p(rest) 0.5: half heard
+    s = speech_activity(logits)
+    assert s[2 * R] == pytest.approx(1.0, abs=1e-3)
+    assert s[R + 2 : 3 * R - 1].min() > 0.99  # a closure, a fading "m", a short pause
+    assert s[: R - 3].max() < 1e-3 and s[3 * R + 5 :].max() < 1e-3  # silence far from it
+
+
+def test_silent_surprise_opens_the_mouth_and_speech_keeps_its_closures(anim: Animator, head):
+    from animator.audio import Audio
+
+    silence = Audio(np.zeros(16_000, np.float32))
+    quiet = anim.animate(silence, {"surprised": 1.0}, idle=False)
+    assert gap_mm(head, quiet.params).min() > 5.0  # the jaw drop parts the lips
+    fields = anim.emotion_fields((1.0,))
+    lips = head.region("lip_lower_inner")
+    assert float(fields["surprised"][1.0][lips, 1].mean()) < -0.005  # lower lip 5 mm down

@@ -120,6 +120,8 @@ class Clip:
     Attributes:
         name: shown in the page. audio: 16 kHz mono. fps: animation frame rate.
         speech_weights: w_A `[T, K_A]`. wav: the audio as a WAV file, for the page.
+        speaking: `[T]` in [0, 1], where speech is heard (`Animator.speech_track`); None:
+        everywhere.
     """
 
     name: str
@@ -127,6 +129,7 @@ class Clip:
     fps: float
     speech_weights: torch.Tensor  # [T, K_A]
     wav: bytes
+    speaking: torch.Tensor | None = None  # [T]
     _idle: dict[tuple[bool, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, repr=False
     )
@@ -169,8 +172,8 @@ class Clip:
 
 def make_clip(animator: Animator, audio: Audio, *, name: str, fps: float) -> Clip:
     """Analyse speech once: w_A for every frame (the slow part, ~0.2 s per 1 s of audio on CPU)."""
-    w_a = animator.speech_weights(audio, fps=fps)
-    return Clip(name=name, audio=audio, fps=fps, speech_weights=w_a,
+    w_a, speaking = animator.speech_track(audio, fps=fps)
+    return Clip(name=name, audio=audio, fps=fps, speech_weights=w_a, speaking=speaking,
                 wav=wav_bytes(audio.samples, SAMPLE_RATE))  # fmt: skip
 
 
@@ -525,7 +528,10 @@ class ClientSession:
         """The posed Gaussians at a media time: w_A(t), w_E now, FLAME, idle layer, binding."""
         anim, clip = self.app.animator, self.clip
         i = clip.frame_index(media_time)
-        params = anim.to_flame(clip.speech_weights[i : i + 1], self._emotion_weights(media_time))
+        speaking = None if clip.speaking is None else clip.speaking[i : i + 1]
+        params = anim.to_flame(
+            clip.speech_weights[i : i + 1], self._emotion_weights(media_time), speaking
+        )
         with self._lock:
             blinks, head_motion = self.blinks, self.head_motion
         if blinks or head_motion:
@@ -642,7 +648,8 @@ class ClientSession:
             intensities = np.tile([mix.get(e, 0.0) for e in EMOTIONS], (n, 1))  # [T, 7]
         with torch.no_grad():
             w_e = torch.from_numpy(intensities).float() @ anim.emotion_codes  # [T, K_E]
-            jaw = anim.to_flame(clip.speech_weights, w_e).jaw_pose[:, 0].numpy()  # [T] rad
+            params = anim.to_flame(clip.speech_weights, w_e, clip.speaking)
+            jaw = params.jaw_pose[:, 0].numpy()  # [T] rad
         t = self.clock.position() if playhead is None else playhead
         self.controls.plot.data = gui_layout.plot_data(times, jaw, intensities, t)
 
@@ -789,7 +796,7 @@ class ClientSession:
         track = self.recorded_track() or EmotionTrack.constant(self.current_mix())
         return anim.perform(
             clip.audio, clip.speech_weights, track, fps=clip.fps, blinks=self.blinks,
-            head_motion=self.head_motion, seed=self.config.seed,
+            head_motion=self.head_motion, seed=self.config.seed, speaking=clip.speaking,
         )  # fmt: skip
 
     def start_export(self) -> threading.Thread | None:
