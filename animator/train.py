@@ -54,7 +54,7 @@ class TrainConfig:
     expression_blendshapes: int = 32
     sparsity: float = 3e-3
     stage1_steps: int = 3000
-    stage2_steps: int = 1200
+    stage2_steps: int = 2500
     batch: int = 16
     crop_frames: int = 60
     lr: float = 2e-3
