@@ -707,6 +707,7 @@ def speech_ablation(anim, folder: str | Path, *, log: Callable[[str], None] = pr
     specificity and correlation without emotion, and the closure ratio with surprise and fear
     at 1 (the emotions that open the mouth most), for each variant of `SPEECH_VARIANTS`."""
     rows = []
+    before = anim.seal_bilabials, anim.keep_closures
     for name, seal, keep in SPEECH_VARIANTS:
         anim.seal_bilabials, anim.keep_closures = seal, keep
         try:
@@ -714,7 +715,7 @@ def speech_ablation(anim, folder: str | Path, *, log: Callable[[str], None] = pr
                 anim, folder, emotions=("surprised", "fearful"), log=lambda *_: None
             )
         finally:
-            anim.seal_bilabials = anim.keep_closures = True
+            anim.seal_bilabials, anim.keep_closures = before
         rows.append(
             {
                 "method": name,
