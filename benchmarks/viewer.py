@@ -95,7 +95,7 @@ def measure_drift(seconds: float = 60.0) -> None:
     """Play a 60 s clip in headless Chromium and compare the server's audio clock (what the mouth
     follows) with the page's `currentTime` as each report arrives, before it is corrected."""
     from selenium.webdriver.common.by import By
-    from test_viewer_browser import _driver, _wait
+    from test_viewer_browser import _driver, _open_panel, _wait
 
     from animator.audio import Audio, load_audio
     from avatar.paths import asset_path
@@ -109,8 +109,7 @@ def measure_drift(seconds: float = 60.0) -> None:
     app.start()
     driver = _driver()
     try:
-        driver.get(f"http://127.0.0.1:{app.server.get_port()}")
-        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 30, "the panel")
+        _open_panel(driver, app.server.get_port(), 30.0)
         session = app.wait_for_session(1)[0]
         session.set_clip(clip)
         session.controls.loop.value = False

@@ -25,7 +25,7 @@ def main() -> None:
 
     import imageio.v3 as iio
     from selenium.webdriver.common.by import By
-    from test_viewer_browser import _driver, _screenshot, _wait
+    from test_viewer_browser import _driver, _open_panel, _screenshot, _wait
 
     from avatar.atomic import atomic_path
     from viewer.app import ViewerApp, ViewerConfig
@@ -35,8 +35,7 @@ def main() -> None:
     app.start()
     driver = _driver()
     try:
-        driver.get(f"http://127.0.0.1:{app.server.get_port()}")
-        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 30, "the panel")
+        _open_panel(driver, app.server.get_port(), 30.0)
         session = app.wait_for_session(1)[0]
         session.pause()
         session.seek(args.time)

@@ -54,6 +54,14 @@ def _driver():
     return driver
 
 
+def _open_panel(driver, port: int, timeout: float = 20.0) -> None:
+    """Load the viewer's page on `port` and wait until its control panel is drawn."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"http://127.0.0.1:{port}")
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), timeout, "the panel")
+
+
 def _screenshot(driver) -> np.ndarray:
     import imageio.v3 as iio
 
@@ -95,8 +103,7 @@ def test_page_shows_avatar_plays_audio_and_reacts_to_a_slider(viewer, tmp_path):
 
     driver = _driver()
     try:
-        driver.get(f"http://127.0.0.1:{viewer.server.get_port()}")
-        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 20, "the panel")
+        _open_panel(driver, viewer.server.get_port())
         _wait(lambda: driver.execute_script("return window.__frames.length") > 0, 20, "a frame")
         session = viewer.wait_for_session(1)[0]
         time.sleep(1.2)  # panel transitions and the texture upload
@@ -181,8 +188,7 @@ def test_other_sites_cannot_connect_and_names_stay_text(viewer, tmp_path):
         driver.get(f"http://127.0.0.1:{other.server_address[1]}/")
         assert driver.execute_async_script(TRY_SOCKET, ws_url, protocol) == "refused"
 
-        driver.get(f"http://127.0.0.1:{port}")
-        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 20, "the panel")
+        _open_panel(driver, port)
         assert driver.execute_async_script(TRY_SOCKET, ws_url, protocol) == "open"
 
         name = "<img src=x onerror=alert(1)>.wav"
@@ -213,8 +219,7 @@ def test_upload_button_refuses_a_large_file_as_it_starts(viewer, tmp_path):
         f.truncate(60 * 2**20)
     driver = _driver()
     try:
-        driver.get(f"http://127.0.0.1:{viewer.server.get_port()}")
-        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '[role="slider"]'), 20, "the panel")
+        _open_panel(driver, viewer.server.get_port())
         session = viewer.wait_for_session(1)[-1]
         called: list[int] = []
         session._on_upload = lambda: called.append(1)
