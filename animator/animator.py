@@ -20,7 +20,7 @@ import torch
 
 from animator.audio import Audio, load_audio
 from animator.checkpoint import load_checkpoint
-from animator.closure import ClosureKeeper
+from animator.closure import ClosureKeeper, smoothstep
 from animator.emotion import EMOTIONS, EmotionTrack, as_track
 from animator.features import log_mel
 from animator.idle import add_idle
@@ -146,8 +146,7 @@ def bilabial_strength(logits: torch.Tensor) -> torch.Tensor:
     from animator.data.visemes import VISEMES
 
     p = logits.softmax(dim=-1)[:, list(VISEMES).index("bilabial")]  # [T]
-    x = ((p - SEAL_FROM) / (SEAL_FULL - SEAL_FROM)).clamp(0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
+    return smoothstep(p, SEAL_FROM, SEAL_FULL)
 
 
 #: Frames (at the model's 30 fps) either side of heard speech that still count as speaking:
@@ -169,13 +168,11 @@ def speech_activity(logits: torch.Tensor) -> torch.Tensor:
     rest; sharp, because a closure sealed at 0.9 leaves a tenth of a surprised jaw's opening."""
     from animator.data.visemes import VISEMES
 
-    x = 1.0 - logits.softmax(dim=-1)[:, list(VISEMES).index("rest")]  # [T]
-    x = ((x - TALK_FROM) / (TALK_FULL - TALK_FROM)).clamp(0.0, 1.0)
-    talk = x * x * (3.0 - 2.0 * x)
+    heard = 1.0 - logits.softmax(dim=-1)[:, list(VISEMES).index("rest")]  # [T]
+    talk = smoothstep(heard, TALK_FROM, TALK_FULL)
     k = 2 * SPEAKING_REACH + 1
     wide = torch.nn.functional.max_pool1d(talk[None, None], k, 1, SPEAKING_REACH)
-    ramp = torch.nn.functional.avg_pool1d(wide, 5, 1, 2, count_include_pad=False)
-    return ramp[0, 0].clamp(0.0, 1.0)
+    return torch.nn.functional.avg_pool1d(wide, 5, 1, 2, count_include_pad=False)[0, 0]
 
 
 class Animator:
@@ -275,7 +272,7 @@ class Animator:
 
         return (
             resample_frames(w_a, self.fps, num, fps),
-            resample_frames(speaking[:, None], self.fps, num, fps)[:, 0].clamp(0.0, 1.0),
+            resample_frames(speaking[:, None], self.fps, num, fps)[:, 0],
         )
 
     def emotion_weights(

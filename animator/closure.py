@@ -33,7 +33,7 @@ import torch
 from animator.mapping import flame_jacobian
 from avatar.flame import FlameModel
 
-__all__ = ["ClosureKeeper"]
+__all__ = ["ClosureKeeper", "smoothstep"]
 
 #: Speech gaps (mm) at or below `CLOSED_MM` count as a closure, at or above `OPEN_MM` as open.
 CLOSED_MM = 1.0
@@ -42,6 +42,12 @@ OPEN_MM = 3.0
 #: a one-sided expression (contempt) moves a corner, and the measured window with it.
 CENTRAL = 0.6
 WINDOW_MARGIN = 0.1
+
+
+def smoothstep(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """0 at `lo`, 1 at `hi` (either order), smooth (zero slope) at both ends, constant outside."""
+    t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,7 @@ class ClosureKeeper:
     def speech_closure(self, speech: torch.Tensor) -> torch.Tensor:
         """c `[T]` in [0, 1] for speech parameters `[T, P]`: 1 where the speech shuts the lips."""
         gap = (speech @ self.gradient.T.to(speech)).amax(dim=1)  # [T] mm
-        x = ((self.open_mm - gap) / (self.open_mm - self.closed_mm)).clamp(0.0, 1.0)
-        return x * x * (3.0 - 2.0 * x)
+        return smoothstep(gap, self.open_mm, self.closed_mm)
 
     def combine(
         self,

@@ -110,8 +110,9 @@ class SpeechModel(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
         self.to_coeffs = nn.Linear(d, cfg.components)
-        # Training only: naming the phone from the same features keeps them phonetic (what the
-        # mouth follows) rather than tied to one synthesizer's timbre.
+        # Trained as an auxiliary loss: naming the phone from the same features keeps them
+        # phonetic (what the mouth follows) rather than tied to one synthesizer's timbre. At
+        # run time the animator reads it to seal p/b/m and to tell speech from silence.
         self.to_phones = nn.Linear(d, cfg.phone_classes) if cfg.phone_classes > 0 else None
 
     @property
@@ -151,6 +152,10 @@ class SpeechModel(nn.Module):
         """The normalised per-frame features `[B, T, D]` both output heads read."""
         h = self.audio_encoder(mel.transpose(1, 2)).transpose(1, 2)  # [B, T_a, D]
         h = resample_frames(h, FEATURE_RATE, num_frames, self.cfg.fps)  # [B, T, D]
+        return self._in_context(h, subject)
+
+    def _in_context(self, h: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
+        """Frame-rate audio features `[B, T, D]` -> the normalised features: style, attention."""
         h = h + self.style_vector(subject, h.shape[0])[:, None, :]
         for block in self.blocks:
             h = block(h)
@@ -189,11 +194,7 @@ class SpeechModel(nn.Module):
             shifted = a * per_frame - fa  # feature offset of frame a within the slice
             h = self.audio_encoder(mel[:, fa:fb].transpose(1, 2)).transpose(1, 2)
             pos = shifted + torch.arange(b - a, dtype=torch.float64) * per_frame
-            h = _interp_at(h, pos)
-            h = h + self.style_vector(None, 1)[:, None, :]
-            for block in self.blocks:
-                h = block(h)
-            h = self.norm(h)[0, start - a : stop - a]  # [n, D]
+            h = self._in_context(_interp_at(h, pos), None)[0, start - a : stop - a]  # [n, D]
             out.append(self.to_coeffs(h))
             if with_phones:
                 phones.append(self.to_phones(h))

@@ -25,6 +25,7 @@ from torch import nn
 
 from animator.audio import Audio, load_audio
 from animator.augment import AugmentConfig, augment
+from animator.closure import CENTRAL
 from animator.data.sample import MotionSample, TimedLabel
 from animator.data.visemes import VISEMES, viseme_of
 from animator.emotion import EMOTIONS
@@ -136,7 +137,7 @@ def lip_gap_basis(basis: MotionBasis, head) -> torch.Tensor:
     upper = torch.as_tensor(head.region("lip_upper_inner"))
     lower = torch.as_tensor(head.region("lip_lower_inner"))
     n = len(upper)
-    drop = int(round(n * 0.2))  # the central 60 %, as inner_lip_gap measures
+    drop = int(round(n * (1 - CENTRAL) / 2))  # the central columns, as inner_lip_gap measures
     upper, lower = upper[drop : n - drop], lower[drop : n - drop]
     rows = basis.basis.view(basis.basis.shape[0], -1, 3)  # [C, V, 3]
     return rows[:, upper, 1] - rows[:, lower, 1]  # [C, K]

@@ -119,17 +119,16 @@ class Clip:
 
     Attributes:
         name: shown in the page. audio: 16 kHz mono. fps: animation frame rate.
-        speech_weights: w_A `[T, K_A]`. wav: the audio as a WAV file, for the page.
-        speaking: `[T]` in [0, 1], where speech is heard (`Animator.speech_track`); None:
-        everywhere.
+        speech_weights: w_A `[T, K_A]`. speaking: `[T]` in [0, 1], where speech is heard
+        (`Animator.speech_track`). wav: the audio as a WAV file, for the page.
     """
 
     name: str
     audio: Audio
     fps: float
     speech_weights: torch.Tensor  # [T, K_A]
+    speaking: torch.Tensor  # [T]
     wav: bytes
-    speaking: torch.Tensor | None = None  # [T]
     _idle: dict[tuple[bool, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, repr=False
     )
@@ -528,10 +527,10 @@ class ClientSession:
         """The posed Gaussians at a media time: w_A(t), w_E now, FLAME, idle layer, binding."""
         anim, clip = self.app.animator, self.clip
         i = clip.frame_index(media_time)
-        speaking = None if clip.speaking is None else clip.speaking[i : i + 1]
         params = anim.to_flame(
-            clip.speech_weights[i : i + 1], self._emotion_weights(media_time), speaking
-        )
+            clip.speech_weights[i : i + 1], self._emotion_weights(media_time),
+            clip.speaking[i : i + 1],
+        )  # fmt: skip
         with self._lock:
             blinks, head_motion = self.blinks, self.head_motion
         if blinks or head_motion:
