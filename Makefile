@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/align.py
 	$(BIN)/python benchmarks/tts.py --sentences 2
 	$(BIN)/python -m benchmarks.augment
+	$(BIN)/python -m benchmarks.retarget
 
 clean-venv:
 	rm -rf $(VENV)

@@ -31,8 +31,10 @@ from animator.models import (
     SpeechModel,
     SpeechModelConfig,
 )
+from animator.retarget import Retarget
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameModel, FlameParams, load_flame
+from avatar.flame.model import BUNDLED_HEAD
 from avatar.flame.params import read_npz
 from avatar.paths import ASSETS_DIR
 
@@ -203,12 +205,32 @@ class Animator:
         self.seal_bilabials = True
         self._closure_keeper: ClosureKeeper | None = None
         self._weight_sealer: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: The retarget to a head the animator was not trained on (`animator.retarget`), else None.
+        self.retarget: Retarget | None = None
         if head.num_vertices != fc["num_vertices"] or self.mapping.shape[1] != head.num_expr + 3:
+            self._retarget_to(head, fc["num_vertices"])
+
+    def _retarget_to(self, head: FlameModel, trained_vertices: int) -> None:
+        """Drive `head` through a retarget of the mapping from the bundled head (cached)."""
+        import sys
+
+        from animator.retarget import cached_retarget
+
+        bundled = load_flame(BUNDLED_HEAD)
+        if (
+            bundled.num_vertices != trained_vertices
+            or self.mapping.shape[1] != bundled.num_expr + 3
+        ):
             raise TalkingAvatarError(
-                f"this animator was trained for a head with {fc['num_vertices']} vertices and "
+                f"this animator was trained for a head with {trained_vertices} vertices and "
                 f"{self.mapping.shape[1] - 3} expression components, but {head.source} has "
-                f"{head.num_vertices} and {head.num_expr}; use the matching head (--flame)"
+                f"{head.num_vertices} and {head.num_expr}, and only an animator trained on the "
+                "bundled head can be retargeted; use the matching head (--flame)"
             )
+        rt, _ = cached_retarget(bundled, head, log=lambda line: print(line, file=sys.stderr))
+        rt.apply(bundled, head)
+        self.mapping = self.mapping @ rt.params.to(self.mapping)
+        self.retarget = rt
 
     @classmethod
     def load(

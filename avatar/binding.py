@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from avatar.errors import TalkingAvatarError
+from avatar.flame.identity import Identity
+from avatar.flame.params import FlameParams
 from avatar.gaussians import Gaussians
 from avatar.quaternion import (
     matrix_to_quat,
@@ -101,6 +103,9 @@ class GaussianAvatar:
             triangle's scale, `[N, 3]`.
         opacity_logits: opacities before the sigmoid `[N]`.
         sh: colour as real SH coefficients `[N, K, 3]` (view directions are world directions).
+        identity: whose head the Gaussians are bound to (FLAME shape and static offset, from a
+            GaussianAvatars folder), or None for the head model's template; `dress` puts a
+            performance's parameters on it.
     """
 
     faces: torch.Tensor | None  # [F, 3]
@@ -110,6 +115,7 @@ class GaussianAvatar:
     local_log_scales: torch.Tensor  # [N, 3]
     opacity_logits: torch.Tensor  # [N]
     sh: torch.Tensor  # [N, K, 3]
+    identity: Identity | None = None
     # What does not change from frame to frame, keyed on the tensors it came from.
     _cache: tuple | None = field(default=None, init=False, repr=False)
     _faces_max: tuple | None = field(default=None, init=False, repr=False)
@@ -172,6 +178,7 @@ class GaussianAvatar:
             local_log_scales=self.local_log_scales,
             opacity_logits=self.opacity_logits,
             sh=self.sh,
+            identity=self.identity,
         )
 
     def to(self, device: torch.device | str) -> GaussianAvatar:
@@ -183,7 +190,13 @@ class GaussianAvatar:
             local_log_scales=self.local_log_scales.to(device),
             opacity_logits=self.opacity_logits.to(device),
             sh=self.sh.to(device),
+            identity=self.identity,
         )
+
+    def dress(self, params: FlameParams) -> FlameParams:
+        """FLAME parameters of a performance on this avatar's identity (unchanged without one):
+        pose the head with `head(avatar.dress(params))`, then `pose` the Gaussians."""
+        return params if self.identity is None else self.identity.apply(params)
 
     @classmethod
     def from_world(

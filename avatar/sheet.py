@@ -77,7 +77,7 @@ def contact_sheet(
     tiles = []
     with torch.no_grad():
         for _, params, view in shots:
-            gaussians = avatar.pose(model(params)[0])
+            gaussians = avatar.pose(model(avatar.dress(params))[0])
             out = render(gaussians, head_camera(view, size, size), backend=backend)
             tiles.append((out.color.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
     return labelled_sheet(tiles, [label for label, _, _ in shots], columns=3)
@@ -88,10 +88,12 @@ def write_contact_sheet(
     *,
     avatar: str | Path | None = None,
     flame: str | Path | None = None,
+    model: FlameModel | None = None,
     size: int = 512,
     backend: str = "auto",
 ) -> Path:
-    """Render `contact_sheet` of an avatar (the default one) to a PNG, atomically."""
+    """Render `contact_sheet` of an avatar (the default one) on a head (`model`, else the one
+    `flame` names) to a PNG, atomically."""
     import imageio.v3 as iio
 
     from avatar.builder import load_avatar
@@ -99,7 +101,7 @@ def write_contact_sheet(
 
     if not 64 <= size <= 2048:
         raise TalkingAvatarError(f"size {size} is out of range; use 64 to 2048 pixels")
-    model = load_flame(flame)
+    model = model if model is not None else load_flame(flame)
     sheet = contact_sheet(load_avatar(avatar, model), model, size=size, backend=backend)
     path = Path(path)
     with atomic_path(path, what="contact sheet") as tmp:

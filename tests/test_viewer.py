@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -170,6 +171,39 @@ def test_playback_advances_and_two_clients_are_independent(app):
     finally:
         a.close()
         b.close()
+
+
+def test_viewer_poses_the_avatars_identity(app, models):
+    """An imported avatar's shape and static offset shape the head the viewer shows, as in
+    export: the posed Gaussians are those of the dressed performance's frame."""
+    import torch
+
+    from avatar.flame.identity import Identity
+
+    anim, avatar = models
+    head = anim.head
+    shaped = replace(avatar, identity=Identity(shape=torch.full((head.num_shape,), 1.5)))
+    with _tab(app) as (_, session):
+        session.controls.blinks.value = False
+        session.controls.head_motion.value = False
+        deadline = time.monotonic() + 10
+        while (session.blinks or session.head_motion) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        app.avatar = shaped
+        try:
+            t = 0.5
+            got = session._pose(t).means
+        finally:
+            app.avatar = avatar
+        i = session.clip.frame_index(t)
+        params = anim.to_flame(
+            session.clip.speech_weights[i : i + 1], session._emotion_weights(t),
+            session.clip.speaking[i : i + 1],
+        )  # fmt: skip
+        want = shaped.pose(head(shaped.dress(params))[0]).means
+        plain = avatar.pose(head(params)[0]).means
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert float((got - plain).norm(dim=-1).max()) > 2e-3  # not the template's head
 
 
 def test_record_track_and_export_mp4_with_audio(app, tmp_path):

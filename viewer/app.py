@@ -540,7 +540,7 @@ class ClientSession:
             params.expr = params.expr + expr[i : i + 1]
             params.eyes_pose = params.eyes_pose + eyes[i : i + 1]
             params.neck_pose = params.neck_pose + neck[i : i + 1]
-        vertices = anim.head(params)[0]  # [V, 3]
+        vertices = anim.head(self.app.avatar.dress(params))[0]  # [V, 3]
         return self.app.avatar.pose(vertices)
 
     def render_image(self, media_time: float, *, side: int | None = None) -> np.ndarray:

@@ -148,6 +148,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_flame_flag(ev)
     ev.set_defaults(handler=_run_eval)
 
+    retarget = sub.add_parser(
+        "retarget",
+        help="fit the animator to your FLAME model (--flame), once; later runs read the cache",
+    )
+    retarget.add_argument("--checkpoint", default=None, metavar="CKPT", help="default: bundled")
+    _add_flame_flag(retarget)
+    retarget.set_defaults(handler=_run_retarget)
+
     anim = sub.add_parser(
         "animate", help="speech (+ emotions) -> a performance (.npz of FLAME params)"
     )
@@ -248,9 +256,9 @@ def _run_demo(args: argparse.Namespace) -> None:
 
         check_port_free("127.0.0.1", args.port)
     out = Path(args.out)
+    anim = Animator.load(flame=args.flame)  # first: a retarget gives the head its regions
     print(f"wrote {write_head_preview(out / 'head_preview.png', flame=args.flame)}")
-    print(f"wrote {write_contact_sheet(out / 'avatar_sheet.png', flame=args.flame)}")
-    anim = Animator.load(flame=args.flame)
+    print(f"wrote {write_contact_sheet(out / 'avatar_sheet.png', model=anim.head)}")
     speech = asset_path("speech", "sample.wav")
     track = EmotionTrack.load(asset_path("speech", "demo_track.json"))
     perf = anim.animate(speech, track, fps=30)
@@ -343,6 +351,15 @@ def _run_eval(args: argparse.Namespace) -> None:
         command = "talking-avatar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         path = atomic_write_text(args.out, f"Made by `{command}`.\n\n{report}\n")
         print(f"wrote {path}")
+
+
+def _run_retarget(args: argparse.Namespace) -> None:
+    from animator.retarget import describe, retarget_animator
+    from avatar.flame import load_flame
+
+    rt, path = retarget_animator(load_flame(args.flame), args.checkpoint)
+    print(describe(rt))
+    print(f"wrote {path} (read automatically whenever --flame names this model)")
 
 
 def _run_animate(args: argparse.Namespace) -> None:

@@ -175,7 +175,9 @@ def export_mp4(
             bar = tqdm(total=total, desc="export", unit="frame", disable=not progress)
             with torch.no_grad():
                 for start in range(0, total, chunk):
-                    verts = head(performance.params.slice(start, min(total, start + chunk)))
+                    verts = head(
+                        avatar.dress(performance.params.slice(start, min(total, start + chunk)))
+                    )
                     for i, v in enumerate(verts):
                         frame = start + i
                         cam = camera_for_frame(camera, frame, fps, width, height)
