@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tts.py --sentences 2
 	$(BIN)/python -m benchmarks.augment
 	$(BIN)/python -m benchmarks.retarget
+	$(BIN)/python benchmarks/arkit.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -157,11 +157,18 @@ def _build_parser() -> argparse.ArgumentParser:
     retarget.set_defaults(handler=_run_retarget)
 
     anim = sub.add_parser(
-        "animate", help="speech (+ emotions) -> a performance (.npz of FLAME params)"
+        "animate",
+        help="speech (+ emotions) -> a performance (.npz of FLAME params) or ARKit-52 curves",
     )
     _add_performance_flags(anim)
-    anim.add_argument("--out", required=True, metavar="PERF.npz", help="performance file to write")
-    anim.add_argument("--vertices", action="store_true", help="also store the head's vertices")
+    anim.add_argument(
+        "--out", required=True, metavar="OUT",
+        help="file to write, by its suffix: .npz (the performance: FLAME params), or ARKit-52 "
+        "curves fitted to it: .csv (Live Link Face), .json, .glb (the head, animated)",
+    )  # fmt: skip
+    anim.add_argument(
+        "--vertices", action="store_true", help="also store the head's vertices (.npz only)"
+    )
     anim.set_defaults(handler=_run_animate)
 
     rend = sub.add_parser("render", help="speech (+ emotions) -> an MP4 of the avatar with sound")
@@ -224,7 +231,9 @@ def _add_performance_flags(p: argparse.ArgumentParser) -> None:
     _add_flame_flag(p)
 
 
-def _performance(args: argparse.Namespace):
+def _performance(args: argparse.Namespace, *, check_head=None):
+    """The animator and its performance for the flags; `check_head(head)` runs once the
+    animator has its head (retargeted if need be), before the speech is analysed."""
     from animator import Animator
     from animator.emotion import EmotionTrack, as_track, parse_mix_args
 
@@ -232,6 +241,8 @@ def _performance(args: argparse.Namespace):
         EmotionTrack.load(args.track) if args.track else as_track(parse_mix_args(args.emotion))
     )
     anim = Animator.load(args.checkpoint, flame=args.flame)
+    if check_head is not None:
+        check_head(anim.head)
     perf = anim.animate(args.audio, emotion, fps=args.fps, idle=not args.no_idle, seed=args.seed)
     if perf.silent:
         print(f"{args.audio}: no speech found (silent audio); the mouth stays closed and neutral")
@@ -363,14 +374,31 @@ def _run_retarget(args: argparse.Namespace) -> None:
 
 
 def _run_animate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from avatar.atomic import check_output_path
+    from avatar.flame.arkit import arkit_columns
+    from avatar.flame.arkit_export import SUPPORTED_SUFFIXES, write_arkit
 
     check_output_path(args.out, what="--out")  # before the slow work
-    anim, perf = _performance(args)
-    path = perf.save(args.out, vertices_of=anim.head if args.vertices else None)
-    print(
-        f"wrote {path} ({perf.num_frames} frames at {perf.fps:g} fps, {perf.audio.duration:.2f} s)"
-    )
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".npz", *SUPPORTED_SUFFIXES):
+        kind = f"unknown file type '{suffix}'" if suffix else "no file type"
+        raise TalkingAvatarError(
+            f"--out {args.out}: {kind}; use .npz (the performance), .csv (Live Link Face), "
+            ".json or .glb (ARKit-52 curves)"
+        )
+    if args.vertices and suffix != ".npz":
+        raise TalkingAvatarError(f"--vertices applies to an .npz performance, not {suffix}")
+    # A head without ARKit units fails before the speech is analysed, not after.
+    anim, perf = _performance(args, check_head=arkit_columns if suffix != ".npz" else None)
+    what = f"{perf.num_frames} frames at {perf.fps:g} fps, {perf.audio.duration:.2f} s"
+    if suffix == ".npz":
+        path = perf.save(args.out, vertices_of=anim.head if args.vertices else None)
+        print(f"wrote {path} ({what})")
+        return
+    curves = write_arkit(perf, anim.head, args.out)
+    print(f"wrote {args.out} ({what}); {curves.describe_error()}")
 
 
 def _run_render(args: argparse.Namespace) -> None:
