@@ -23,7 +23,7 @@ from animator.checkpoint import load_checkpoint
 from animator.closure import ClosureKeeper, smoothstep
 from animator.emotion import EMOTIONS, EmotionTrack, as_track
 from animator.features import log_mel
-from animator.idle import add_idle
+from animator.idle import IdleLayer, idle_layer
 from animator.models import (
     FusionConfig,
     FusionModule,
@@ -254,10 +254,6 @@ class Animator:
     def num_speech(self) -> int:
         return self.fusion.cfg.speech_blendshapes
 
-    @property
-    def num_expression(self) -> int:
-        return self.fusion.cfg.expression_blendshapes
-
     def speech_weights(
         self, audio: str | Path | Audio | np.ndarray, *, fps: float = 30.0
     ) -> torch.Tensor:
@@ -303,14 +299,13 @@ class Animator:
         num_frames: int,
         *,
         fps: float = 30.0,
+        start: int = 0,
     ) -> torch.Tensor:
-        """w_E `[T, K_E]`: per frame, the sum of intensity x apex code over the emotions."""
+        """w_E `[T, K_E]` of frames start..start + T - 1: per frame, the sum of intensity x apex
+        code over the emotions."""
         track = as_track(emotion)
-        intensities = torch.from_numpy(track.frames(num_frames, fps)).float()  # [T, 7]
-        return intensities @ self.emotion_codes
-
-    def emotion_code(self, label: str) -> torch.Tensor:
-        return self.emotion_codes[EMOTIONS.index(label)]
+        intensities = torch.from_numpy(track.frames(num_frames, fps, start=start))  # float64
+        return (intensities @ self.emotion_codes.double()).float()  # [T, K_E], as to_flame
 
     def _sealer(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._weight_sealer is None:
@@ -331,10 +326,15 @@ class Animator:
         """FLAME parameters for blend weights: expr and jaw_pose from the mapping (speech and
         expression added, the lips kept shut where the speech shuts them while `speaking`
         `[T]` (default: everywhere), unless `keep_closures` is off: `animator.closure`), the
-        rest zero."""
+        rest zero.
+
+        Computed in float64 and rounded once to float32, so a frame's parameters do not depend
+        on how many frames are computed together (float32 products of 1 and of 300 rows round
+        their last bit differently): the viewer's one frame is the exported frame, bit for bit.
+        """
         k_a = w_a.shape[1]
-        speech = w_a @ self.mapping[:k_a].to(w_a)  # [T, E + 3]
-        expression = w_e @ self.mapping[k_a:].to(w_e)  # [T, E + 3]
+        speech = w_a.double() @ self.mapping[:k_a].double()  # [T, E + 3]
+        expression = w_e.double() @ self.mapping[k_a:].double()  # [T, E + 3]
         if self.keep_closures:
             both = self.closure_keeper.combine(speech, expression, speaking)
         else:
@@ -343,6 +343,20 @@ class Animator:
         e = self.head.num_expr
         params.expr, params.jaw_pose = both[:, :e].float(), both[:, e:].float()
         return params
+
+    def frame_params(
+        self,
+        w_a: torch.Tensor,
+        w_e: torch.Tensor,
+        speaking: torch.Tensor | None,
+        idle: IdleLayer | None,
+    ) -> FlameParams:
+        """FLAME parameters of frames `[T]` from their blend weights, speaking track and idle
+        layer (those frames' slice of each): the one path from weights to parameters, taken by
+        `perform` for a whole clip and by the viewer for the frame it shows, so an exported
+        frame is the frame the viewer showed."""
+        params = self.to_flame(w_a, w_e, speaking)
+        return params if idle is None else idle.apply(params)
 
     @torch.no_grad()
     def emotion_fields(
@@ -399,11 +413,12 @@ class Animator:
         and the idle layer. Cheap: callers that keep w_A (the viewer) re-perform a clip without
         running the speech model again."""
         w_e = self.emotion_weights(track, w_a.shape[0], fps=fps)
-        params = self.to_flame(w_a, w_e, speaking)
+        idle = None
         if blinks or head_motion:
-            params = add_idle(
-                params, self.head, fps, seed=seed, blinks=blinks, head_motion=head_motion
+            idle = idle_layer(
+                self.head, w_a.shape[0], fps, seed=seed, blinks=blinks, head_motion=head_motion
             )
+        params = self.frame_params(w_a, w_e, speaking, idle)
         return Performance(
             audio=audio,
             fps=fps,

@@ -164,9 +164,9 @@ class EmotionTrack:
         ease = (u * u * (3.0 - 2.0 * u))[:, None]  # smoothstep: exact at keys, zero slope there
         return table[seg] * (1.0 - ease) + table[seg + 1] * ease
 
-    def frames(self, num_frames: int, fps: float) -> np.ndarray:
-        """Intensities `[num_frames, 7]` for frames shown at i / fps."""
-        return self.intensities(np.arange(num_frames) / fps)
+    def frames(self, num_frames: int, fps: float, *, start: int = 0) -> np.ndarray:
+        """Intensities `[num_frames, 7]` of frames start, start + 1, ... (frame i shows i / fps)."""
+        return self.intensities(np.arange(start, start + num_frames) / fps)
 
 
 def as_track(

@@ -10,6 +10,7 @@ reproducible.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,29 +47,55 @@ def blink_curve(times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return closure
 
 
-def add_idle(
-    params: FlameParams,
+@dataclass(frozen=True)
+class IdleLayer:
+    """What the idle layer adds to a performance, per frame: expression coefficients (blinks)
+    `[T, E]`, eyes_pose (gaze) `[T, 6]` and neck_pose (sway) `[T, 3]`. Pure data: the same
+    clip, seed and toggles give the same layer, and `frames(i, j).apply` on frames i..j of a
+    performance equals `apply` on the whole clip, sliced."""
+
+    expr: torch.Tensor
+    eyes_pose: torch.Tensor
+    neck_pose: torch.Tensor
+
+    def frames(self, start: int, stop: int) -> IdleLayer:
+        return IdleLayer(
+            self.expr[start:stop], self.eyes_pose[start:stop], self.neck_pose[start:stop]
+        )
+
+    def apply(self, params: FlameParams) -> FlameParams:
+        """A copy of params with the layer added."""
+        return replace(
+            params,
+            expr=params.expr + self.expr.to(params.expr),
+            eyes_pose=params.eyes_pose + self.eyes_pose.to(params.eyes_pose),
+            neck_pose=params.neck_pose + self.neck_pose.to(params.neck_pose),
+        )
+
+
+def idle_layer(
     head: FlameModel,
+    num_frames: int,
     fps: float,
     *,
     seed: int = 0,
     blinks: bool = True,
     head_motion: bool = True,
-) -> FlameParams:
-    """A copy of params with the idle layer added (blinks need a head with face units)."""
+) -> IdleLayer:
+    """The idle layer of a clip of num_frames at fps (blinks need a head with face units)."""
     rng = np.random.default_rng(seed)
-    n = params.num_frames
+    n = num_frames
     times = np.arange(n) / fps
-    out = FlameParams(
-        **{k: (v.clone() if v is not None else None) for k, v in vars(params).items()}
-    )
+    expr = torch.zeros(n, head.num_expr)
+    eyes = torch.zeros(n, 6)
+    neck = torch.zeros(n, 3)
     if blinks and head.face_unit_names is not None:
         closure = torch.from_numpy(blink_curve(times, rng)).float()  # [T]
         w = torch.zeros(n, len(head.face_unit_names))
         for name in ("eyeBlinkLeft", "eyeBlinkRight"):
             w[:, head.face_unit_names.index(name)] = closure
         expr, _ = head.face_units_to_params(w)
-        out.expr = out.expr + expr.to(out.expr)
+        expr = expr.cpu()
     if head_motion:
         # Eyes: saccades to a new small gaze target every 0.5-2.5 s, each reached in ~50 ms.
         gaze = np.zeros((n, 2))
@@ -80,10 +107,8 @@ def add_idle(
             ramp = np.clip((times[seg] - t) / 0.05, 0, 1)[:, None]
             gaze[seg] = target + (new - target) * ramp
             target, t = new, nxt
-        eyes = torch.zeros(n, 6)
         eyes[:, 0] = eyes[:, 3] = torch.from_numpy(gaze[:, 0]).float()
         eyes[:, 1] = eyes[:, 4] = torch.from_numpy(gaze[:, 1]).float()
-        out.eyes_pose = out.eyes_pose + eyes.to(out.eyes_pose)
         sway = np.stack(
             [
                 0.020 * _smooth_noise(rng, times, 4.0),
@@ -92,5 +117,21 @@ def add_idle(
             ],
             axis=1,
         )  # rad, pitch / yaw / roll of the neck
-        out.neck_pose = out.neck_pose + torch.from_numpy(sway).float().to(out.neck_pose)
-    return out
+        neck = torch.from_numpy(sway).float()
+    return IdleLayer(expr=expr, eyes_pose=eyes, neck_pose=neck)
+
+
+def add_idle(
+    params: FlameParams,
+    head: FlameModel,
+    fps: float,
+    *,
+    seed: int = 0,
+    blinks: bool = True,
+    head_motion: bool = True,
+) -> FlameParams:
+    """A copy of params with the idle layer added (`idle_layer(...).apply`)."""
+    layer = idle_layer(
+        head, params.num_frames, fps, seed=seed, blinks=blinks, head_motion=head_motion
+    )
+    return layer.apply(params)

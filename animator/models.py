@@ -21,7 +21,7 @@ Both stages work in one shared, orthonormal motion basis (a PCA of all training 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -317,7 +317,3 @@ class MotionBasis(nn.Module):
             basis = basis[:, vertices]
         out = coeffs @ basis.flatten(1)
         return out.view(*coeffs.shape[:-1], -1, 3)
-
-
-def config_dict(cfg) -> dict:
-    return asdict(cfg)

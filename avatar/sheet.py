@@ -14,6 +14,7 @@ from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame.model import FlameModel
 from avatar.flame.preview import labelled_sheet
+from avatar.image import to_uint8
 from avatar.render import render
 
 #: Where the default framing looks (metres, head frame): a little below the eyes.
@@ -79,7 +80,7 @@ def contact_sheet(
         for _, params, view in shots:
             gaussians = avatar.pose(model(avatar.dress(params))[0])
             out = render(gaussians, head_camera(view, size, size), backend=backend)
-            tiles.append((out.color.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
+            tiles.append(to_uint8(out.color))
     return labelled_sheet(tiles, [label for label, _, _ in shots], columns=3)
 
 

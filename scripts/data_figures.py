@@ -23,6 +23,7 @@ from animator.data.florence import load_florence
 from animator.data.visemes import viseme_of
 from animator.data.vocaset import load_vocaset
 from avatar.flame.preview import render_mesh
+from avatar.image import to_uint8
 
 SKIN = np.array([0.86, 0.68, 0.58])
 BROW = np.array([0.35, 0.24, 0.18])
@@ -73,7 +74,7 @@ def render(
         vertices, faces, colours, size=side, distance=distance_m, fov_deg=fov, target=centre
     )
     x0, y0 = (side - width) // 2, (side - height) // 2
-    return (np.clip(image[y0 : y0 + height, x0 : x0 + width], 0, 1) * 255).astype(np.uint8)
+    return to_uint8(image[y0 : y0 + height, x0 : x0 + width])
 
 
 def _label(tile: np.ndarray, lines: list[str], font) -> Image.Image:

@@ -34,6 +34,7 @@ from avatar.builder import load_avatar
 from avatar.camera import Camera
 from avatar.flame import load_flame
 from avatar.flame.preview import labelled_sheet
+from avatar.image import to_uint8
 from avatar.render import render
 
 #: Framing of one face: per view, the azimuth (degrees) and the point the camera looks at (the
@@ -69,7 +70,7 @@ def emotion_sheet(
                 disp = fields.get(emotion, {}).get(key, 0.0)
                 with torch.no_grad():
                     image = render(avatar.pose(rest + torch.as_tensor(disp)), camera, backend="cpu")
-                tiles.append((image.color.clamp(0, 1).numpy() * 255).astype(np.uint8))
+                tiles.append(to_uint8(image.color))
                 what = key if isinstance(key, str) else f"{key:g}"
                 label = (
                     f"{emotion} {what}" if emotion != "neutral" or isinstance(key, str) else emotion

@@ -28,6 +28,7 @@ from animator.lipsync import detect_alphabet, phone_class
 from avatar.atomic import atomic_path
 from avatar.builder import load_avatar
 from avatar.camera import Camera
+from avatar.image import to_uint8
 from avatar.render import render
 
 TILE = 128  # pixels per close-up
@@ -70,7 +71,7 @@ def strip(anim: Animator, wav: Path, *, tile: int = TILE, columns: int = COLUMNS
         with torch.no_grad():
             image = render(avatar.pose(vertices[i]), camera, backend="cpu").color
         x, y = (i % columns) * tile, (i // columns) * (tile + LABEL)
-        sheet.paste(Image.fromarray((image.clamp(0, 1).numpy() * 255).astype(np.uint8)), (x, y))
+        sheet.paste(Image.fromarray(to_uint8(image)), (x, y))
         phone = phone_at(timings, i / anim.fps)
         name = "" if phone is None else phone.label
         bilabial = phone is not None and phone_class(phone.label, alphabet) == "bilabial"

@@ -363,6 +363,22 @@ def test_idle_layer_is_seeded_and_moves_lids_eyes_and_head(head) -> None:
     assert base.expr.abs().max() == 0  # the input is not modified
 
 
+def test_idle_layer_of_some_frames_is_those_frames_of_the_clip(head) -> None:
+    """The viewer adds frame i's slice of the layer; export adds the whole layer: the same."""
+    from animator.idle import idle_layer
+
+    params = head.neutral_params(120)
+    params.expr[:, 0] = torch.linspace(-1, 1, 120)
+    layer = idle_layer(head, 120, 30.0, seed=3)
+    whole = layer.apply(params)
+    for i, j in ((0, 1), (37, 38), (50, 90), (119, 120)):
+        part = layer.frames(i, j).apply(params.slice(i, j))
+        for name in ("expr", "eyes_pose", "neck_pose", "jaw_pose"):
+            assert torch.equal(getattr(part, name), getattr(whole.slice(i, j), name))
+    none = idle_layer(head, 120, 30.0, seed=3, blinks=False, head_motion=False)
+    assert not none.expr.any() and not none.eyes_pose.any() and not none.neck_pose.any()
+
+
 def test_unseen_sentence_and_voice_close_on_bilabials_and_open_on_vowels(head) -> None:
     """The bundled sample is neither a training sentence nor a training voice setting."""
     import json

@@ -35,12 +35,14 @@ import viser
 
 from animator.animator import Animator, Performance
 from animator.audio import SAMPLE_RATE, Audio, load_audio
-from animator.emotion import EMOTIONS, EmotionTrack
-from animator.idle import add_idle
+from animator.emotion import EmotionTrack
+from animator.idle import IdleLayer, idle_layer
 from avatar.binding import GaussianAvatar
 from avatar.camera import Camera, quat_to_matrix
 from avatar.errors import TalkingAvatarError
+from avatar.flame import FlameParams
 from avatar.gaussians import SH_C0, Gaussians
+from avatar.image import to_uint8
 from avatar.render import render
 from avatar.sheet import HEAD_FOV_Y, HEAD_TARGET, head_camera
 from viewer import _viser_compat as compat
@@ -129,9 +131,7 @@ class Clip:
     speech_weights: torch.Tensor  # [T, K_A]
     speaking: torch.Tensor  # [T]
     wav: bytes
-    _idle: dict[tuple[bool, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict, repr=False
-    )
+    _idle: dict[tuple[bool, bool], IdleLayer] = field(default_factory=dict, repr=False)
     _idle_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -146,26 +146,20 @@ class Clip:
         """The animation frame shown at a media time (seconds): frame i shows i / fps."""
         return int(min(max(math.floor(media_time * self.fps + 0.5), 0), self.num_frames - 1))
 
-    def idle_offsets(
+    def idle(
         self, animator: Animator, *, blinks: bool, head_motion: bool, seed: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the idle layer adds per frame: expr `[T, E]`, eyes_pose `[T, 6]`, neck `[T, 3]`.
-
-        Computed once per toggle combination for the whole clip (add_idle adds to a neutral
-        performance, so the offsets are exact whatever the emotion)."""
+    ) -> IdleLayer | None:
+        """The clip's idle layer for these toggles (computed once per combination; None when
+        both are off): the layer `Animator.perform` adds on export."""
+        if not (blinks or head_motion):
+            return None
         key = (blinks, head_motion)
         with self._idle_lock:
             if key not in self._idle:
-                head = animator.head
-                neutral = head.neutral_params(self.num_frames)
-                idle = add_idle(
-                    neutral, head, self.fps, seed=seed, blinks=blinks, head_motion=head_motion
-                )
-                self._idle[key] = (
-                    idle.expr - neutral.expr,
-                    idle.eyes_pose - neutral.eyes_pose,
-                    idle.neck_pose - neutral.neck_pose,
-                )
+                self._idle[key] = idle_layer(
+                    animator.head, self.num_frames, self.fps, seed=seed, blinks=blinks,
+                    head_motion=head_motion,
+                )  # fmt: skip
             return self._idle[key]
 
 
@@ -431,7 +425,7 @@ class ClientSession:
         self._changed()
 
     def _send_solid_background(self) -> None:
-        colour = (np.array(self.background) * 255 + 0.5).astype(np.uint8)
+        colour = to_uint8(np.array(self.background))
         self.client.scene.set_background_image(np.broadcast_to(colour, (8, 8, 3)).copy())
         self.client.flush()
 
@@ -508,39 +502,35 @@ class ClientSession:
 
     # -- the picture -----------------------------------------------------------------------
 
-    def _emotion_weights(self, media_time: float) -> torch.Tensor:
-        """w_E `[1, K_E]` now: the recorded track when it drives the face, else the sliders."""
-        anim = self.app.animator
-        track = None
+    def emotion_track(self) -> EmotionTrack:
+        """What drives the emotions, the one rule for the picture, the plot and export: the
+        recorded track when "follow track" is on and a track exists (not while recording: then
+        the sliders being recorded do), else the sliders, held."""
         if self.controls.follow_track.value and not self.controls.record.value:
             track = self.recorded_track()
-        if track is not None:
-            intensities = track.intensities(np.array([media_time]))  # [1, 7]
-        else:
-            with self._lock:
-                mix = dict(self.mix)
-            intensities = np.array([[mix.get(e, 0.0) for e in EMOTIONS]])  # [1, 7]
-        return torch.from_numpy(intensities).float() @ anim.emotion_codes  # [1, K_E]
+            if track is not None:
+                return track
+        return EmotionTrack.constant(self.current_mix())
+
+    @torch.no_grad()
+    def frame_params(self, frame: int) -> FlameParams:
+        """FLAME parameters of one frame of the clip, as export computes them (the performance's
+        `Animator.frame_params` on that frame's slice of every input)."""
+        anim, clip = self.app.animator, self.clip
+        with self._lock:
+            blinks, head_motion = self.blinks, self.head_motion
+        idle = clip.idle(anim, blinks=blinks, head_motion=head_motion, seed=self.config.seed)
+        w_e = anim.emotion_weights(self.emotion_track(), 1, fps=clip.fps, start=frame)
+        return anim.frame_params(
+            clip.speech_weights[frame : frame + 1], w_e, clip.speaking[frame : frame + 1],
+            None if idle is None else idle.frames(frame, frame + 1),
+        )  # fmt: skip
 
     @torch.no_grad()
     def _pose(self, media_time: float) -> Gaussians:
-        """The posed Gaussians at a media time: w_A(t), w_E now, FLAME, idle layer, binding."""
-        anim, clip = self.app.animator, self.clip
-        i = clip.frame_index(media_time)
-        params = anim.to_flame(
-            clip.speech_weights[i : i + 1], self._emotion_weights(media_time),
-            clip.speaking[i : i + 1],
-        )  # fmt: skip
-        with self._lock:
-            blinks, head_motion = self.blinks, self.head_motion
-        if blinks or head_motion:
-            expr, eyes, neck = clip.idle_offsets(
-                anim, blinks=blinks, head_motion=head_motion, seed=self.config.seed
-            )
-            params.expr = params.expr + expr[i : i + 1]
-            params.eyes_pose = params.eyes_pose + eyes[i : i + 1]
-            params.neck_pose = params.neck_pose + neck[i : i + 1]
-        vertices = anim.head(self.app.avatar.dress(params))[0]  # [V, 3]
+        """The posed Gaussians at a media time: its frame's parameters on the avatar's head."""
+        params = self.frame_params(self.clip.frame_index(media_time))
+        vertices = self.app.animator.head(self.app.avatar.dress(params))[0]  # [V, 3]
         return self.app.avatar.pose(vertices)
 
     def render_image(self, media_time: float, *, side: int | None = None) -> np.ndarray:
@@ -556,7 +546,7 @@ class ClientSession:
         out = render(
             self._pose(media_time), camera, backend=self.config.backend, background=background
         )
-        return (out.color.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        return to_uint8(out.color)
 
     def _render_loop(self) -> None:
         """Paced: one frame per 1 / render_fps while playing; on demand when paused."""
@@ -639,12 +629,7 @@ class ClientSession:
         anim, clip = self.app.animator, self.clip
         n = clip.num_frames
         times = np.arange(n) / clip.fps
-        track = self.recorded_track() if self.controls.follow_track.value else None
-        if track is not None:
-            intensities = track.intensities(times)  # [T, 7]
-        else:
-            mix = self.current_mix()
-            intensities = np.tile([mix.get(e, 0.0) for e in EMOTIONS], (n, 1))  # [T, 7]
+        intensities = self.emotion_track().frames(n, clip.fps)  # [T, 7]
         with torch.no_grad():
             w_e = torch.from_numpy(intensities).float() @ anim.emotion_codes  # [T, K_E]
             params = anim.to_flame(clip.speech_weights, w_e, clip.speaking)
@@ -790,9 +775,9 @@ class ClientSession:
     # -- export ------------------------------------------------------------------------------
 
     def performance(self) -> Performance:
-        """The clip as a performance: the recorded track if there is one, else the sliders."""
+        """The clip as a performance, as the page shows it (`emotion_track`)."""
         anim, clip = self.app.animator, self.clip
-        track = self.recorded_track() or EmotionTrack.constant(self.current_mix())
+        track = self.emotion_track()
         return anim.perform(
             clip.audio, clip.speech_weights, track, fps=clip.fps, blinks=self.blinks,
             head_motion=self.head_motion, seed=self.config.seed, speaking=clip.speaking,

@@ -22,6 +22,7 @@ from avatar.binding import GaussianAvatar
 from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameModel
+from avatar.image import to_uint8
 from avatar.paths import ensure_folder
 from avatar.render import render
 from avatar.sheet import head_camera
@@ -182,10 +183,10 @@ def export_mp4(
                         frame = start + i
                         cam = camera_for_frame(camera, frame, fps, width, height)
                         out = render(avatar.pose(v), cam, backend=backend, background=bg)
-                        image = (out.color.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+                        image = to_uint8(out.color)
                         if (w_even, h_even) != (width, height):
                             padded = np.empty((h_even, w_even, 3), dtype=np.uint8)
-                            padded[:] = (np.array(bg) * 255 + 0.5).astype(np.uint8)
+                            padded[:] = to_uint8(np.array(bg))
                             padded[:height, :width] = image
                             image = padded
                         writer.send(np.ascontiguousarray(image))

@@ -115,7 +115,9 @@ def build_controls(client: viser.ClientHandle, *, duration: float, clip_name: st
             "Record", False, hint="While playing, slider moves become keys of an emotion track"
         )
         follow_track = gui.add_checkbox(
-            "Play recorded track", True, hint="Drive the face from the track, not the sliders"
+            "Play recorded track",
+            True,
+            hint="Drive the face and the export from the track, not the sliders",
         )
         save_track = gui.add_button("Save track (JSON)", icon=viser.Icon.DOWNLOAD)
         clear_track = gui.add_button("Clear track", icon=viser.Icon.TRASH)

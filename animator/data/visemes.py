@@ -272,8 +272,6 @@ def viseme_of_arpabet(symbol: str) -> str:
     return viseme_of(espeak_of_arpabet(symbol))
 
 
-#: Viseme classes the generator guarantees open lips for (> 5 mm at the phoneme's centre).
-OPEN_VISEMES = frozenset({"open"})
 #: Viseme classes the generator guarantees closed lips for (over the whole phoneme).
 CLOSED_VISEMES = frozenset({"bilabial"})
 #: Viseme classes of vowels (and diphthongs).

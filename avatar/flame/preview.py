@@ -15,6 +15,7 @@ import torch
 
 from avatar.atomic import atomic_path, check_output_path
 from avatar.errors import TalkingAvatarError
+from avatar.image import to_uint8
 
 #: Flat colours per region for mesh pictures (linear RGB in [0, 1]).
 REGION_COLOURS = {
@@ -172,7 +173,7 @@ def head_preview(model, *, tile: int = 256) -> np.ndarray:
         for _, params, yaw in frames:
             verts = model(params)[0].cpu().numpy()
             img = render_mesh(verts, faces, colours, size=tile, yaw_deg=yaw)
-            tiles.append((np.clip(img, 0, 1) * 255).astype(np.uint8))
+            tiles.append(to_uint8(img))
     return labelled_sheet(tiles, [label for label, _, _ in frames], columns=4)
 
 
