@@ -38,8 +38,8 @@ from viewer.app import (
     ViewerApp,
     ViewerConfig,
     check_port_free,
-    image_size,
 )
+from viewer.frames import image_size
 from viewer.origins import OriginPolicy, normalize_origin
 from viewer.playback import ERROR_WINDOW, ClockReport, audio_element_js, command_js
 
@@ -170,6 +170,34 @@ def test_playback_advances_and_two_clients_are_independent(app):
     finally:
         a.close()
         b.close()
+
+
+def test_frame_source_is_the_render_seam_without_a_server(models):
+    """viewer.frames.FrameSource: a frame's parameters and picture from plain data (no viser),
+    the parameters exactly those of the performance export renders."""
+    import torch
+
+    from animator.audio import load_audio
+    from avatar.paths import asset_path
+    from viewer.app import make_clip
+    from viewer.frames import FrameSource
+
+    anim, avatar = models
+    speech = load_audio(asset_path("speech", "sample.wav"))
+    audio = Audio(speech.samples[: speech.samples.size // 10])
+    clip = make_clip(anim, audio, name="part", fps=30.0)
+    track = as_track({"sad": 0.6})
+    idle = clip.idle(anim, blinks=True, head_motion=True, seed=4)
+    source = FrameSource(anim, avatar, clip, track, idle, backend="cpu")
+    perf = anim.perform(audio, clip.speech_weights, track, fps=30.0, seed=4,
+                        speaking=clip.speaking)  # fmt: skip
+    for i in (0, clip.num_frames // 2, clip.num_frames - 1):
+        got, want = source.params(i), perf.params.slice(i, i + 1)
+        assert torch.equal(got.expr, want.expr) and torch.equal(got.jaw_pose, want.jaw_pose)
+        assert torch.equal(got.eyes_pose, want.eyes_pose)
+    image = source.render(head_camera("front", 64, 64), 0.2)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert (image.min(axis=2) < 200).mean() > 0.1  # the head is in the picture
 
 
 def test_viewer_frame_is_the_exported_frame(app, models, tmp_path):

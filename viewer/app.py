@@ -16,48 +16,45 @@ browser's GPU to draw (`mode="splats"`). Importing this module starts nothing.
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
 import socket
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import viser
 
-from animator.animator import Animator, Performance
-from animator.audio import SAMPLE_RATE, Audio, load_audio
+from animator.animator import Animator
+from animator.audio import load_audio
 from animator.emotion import EmotionTrack
-from animator.idle import IdleLayer, idle_layer
 from avatar.binding import GaussianAvatar
-from avatar.camera import Camera, quat_to_matrix
+from avatar.camera import Camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameParams
-from avatar.gaussians import SH_C0, Gaussians
+from avatar.gaussians import Gaussians
 from avatar.image import to_uint8
 from avatar.render import render
 from avatar.sheet import HEAD_FOV_Y, HEAD_TARGET, head_camera
 from viewer import _viser_compat as compat
 from viewer import gui as gui_layout
+from viewer.clip import Clip, make_clip
+from viewer.exporting import ExportHandling
+from viewer.frames import FrameSource, gaussians_to_splats, image_size
 from viewer.origins import OriginPolicy
-from viewer.playback import AudioClock, ClockReport, audio_element_js, command_js, wav_bytes
+from viewer.playback import AudioClock, ClockReport, audio_element_js, command_js
+from viewer.upload import (
+    MAX_PARALLEL_ANALYSES,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_SECONDS,
+    UploadHandling,
+)
 
 MODES = ("image", "splats")
-#: Uploads: what we accept and how much (checked on the server, whatever the page claims).
-UPLOAD_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MAX_UPLOAD_SECONDS = 600.0
-#: Uploads decoded and analysed at once on one server (a 10-minute file keeps a core busy for
-#: about two minutes); later ones wait for a slot. One tab analyses one upload at a time.
-MAX_PARALLEL_ANALYSES = 2
 #: Frames and slider-to-frame latencies kept per session for statistics (the newest ones):
 #: at 25 fps, 20 000 frames are the last 13 minutes.
 FRAME_LOG_LEN = 20_000
@@ -115,61 +112,6 @@ class ViewerConfig:
     max_upload_seconds: float = MAX_UPLOAD_SECONDS
 
 
-@dataclass
-class Clip:
-    """A speech clip ready to play: its audio, w_A once, and the idle layers (lazily).
-
-    Attributes:
-        name: shown in the page. audio: 16 kHz mono. fps: animation frame rate.
-        speech_weights: w_A `[T, K_A]`. speaking: `[T]` in [0, 1], where speech is heard
-        (`Animator.speech_track`). wav: the audio as a WAV file, for the page.
-    """
-
-    name: str
-    audio: Audio
-    fps: float
-    speech_weights: torch.Tensor  # [T, K_A]
-    speaking: torch.Tensor  # [T]
-    wav: bytes
-    _idle: dict[tuple[bool, bool], IdleLayer] = field(default_factory=dict, repr=False)
-    _idle_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def num_frames(self) -> int:
-        return self.speech_weights.shape[0]
-
-    @property
-    def duration(self) -> float:
-        return self.audio.duration
-
-    def frame_index(self, media_time: float) -> int:
-        """The animation frame shown at a media time (seconds): frame i shows i / fps."""
-        return int(min(max(math.floor(media_time * self.fps + 0.5), 0), self.num_frames - 1))
-
-    def idle(
-        self, animator: Animator, *, blinks: bool, head_motion: bool, seed: int
-    ) -> IdleLayer | None:
-        """The clip's idle layer for these toggles (computed once per combination; None when
-        both are off): the layer `Animator.perform` adds on export."""
-        if not (blinks or head_motion):
-            return None
-        key = (blinks, head_motion)
-        with self._idle_lock:
-            if key not in self._idle:
-                self._idle[key] = idle_layer(
-                    animator.head, self.num_frames, self.fps, seed=seed, blinks=blinks,
-                    head_motion=head_motion,
-                )  # fmt: skip
-            return self._idle[key]
-
-
-def make_clip(animator: Animator, audio: Audio, *, name: str, fps: float) -> Clip:
-    """Analyse speech once: w_A for every frame (the slow part, ~0.2 s per 1 s of audio on CPU)."""
-    w_a, speaking = animator.speech_track(audio, fps=fps)
-    return Clip(name=name, audio=audio, fps=fps, speech_weights=w_a, speaking=speaking,
-                wav=wav_bytes(audio.samples, SAMPLE_RATE))  # fmt: skip
-
-
 def check_port_free(host: str, port: int) -> None:
     """Raise a one-line error when something already listens on host:port.
 
@@ -193,42 +135,7 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def gaussians_to_splats(
-    gaussians: Gaussians,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """viser's splat arrays from posed Gaussians: centres `[N, 3]`, covariances `[N, 3, 3]`
-    (R diag(s^2) R^T, metres^2), RGB `[N, 3]` in [0, 1] (SH degree 0 only: viser's splats
-    are view-independent) and opacities `[N, 1]`; float32."""
-    rot = quat_to_matrix(gaussians.quats)  # [N, 3, 3]
-    scaled = rot * gaussians.scales[:, None, :]  # [N, 3, 3]: columns scaled by s
-    cov = scaled @ scaled.transpose(1, 2)  # [N, 3, 3]
-    rgb = (gaussians.sh[:, 0] * SH_C0 + 0.5).clamp(0.0, 1.0)  # [N, 3]
-    return (
-        gaussians.means.numpy().astype(np.float32),
-        cov.numpy().astype(np.float32),
-        rgb.numpy().astype(np.float32),
-        gaussians.opacities[:, None].numpy().astype(np.float32),
-    )
-
-
-def image_size(aspect: float, side: int) -> tuple[int, int]:
-    """(width, height) of a frame with the canvas's aspect (width / height) and about side^2
-    pixels: the render cost of a side x side square, spent on the canvas's shape (a wide
-    canvas gets a wide frame, not a narrow one stretched)."""
-    aspect = aspect if math.isfinite(aspect) and aspect > 0 else 1.0
-    aspect = min(max(aspect, 0.25), 4.0)
-    height = side / math.sqrt(aspect)
-    return max(16, round(height * aspect)), max(16, round(height))
-
-
-class _Cancelled(Exception):
-    """The client left while its export ran or its upload waited."""
-
-
-_BUSY = "this tab is still analysing the last upload; wait for it to finish"
-
-
-class ClientSession:
+class ClientSession(UploadHandling, ExportHandling):
     """One browser tab: its controls, audio clock, render loop, recording and export.
 
     Thread model: viser calls the callbacks on its thread pool; the render loop runs on its own
@@ -512,26 +419,23 @@ class ClientSession:
                 return track
         return EmotionTrack.constant(self.current_mix())
 
-    @torch.no_grad()
-    def frame_params(self, frame: int) -> FlameParams:
-        """FLAME parameters of one frame of the clip, as export computes them (the performance's
-        `Animator.frame_params` on that frame's slice of every input)."""
+    def frame_source(self) -> FrameSource:
+        """What the next frame depends on, read once from the controls (`viewer.frames`)."""
         anim, clip = self.app.animator, self.clip
         with self._lock:
-            blinks, head_motion = self.blinks, self.head_motion
-        idle = clip.idle(anim, blinks=blinks, head_motion=head_motion, seed=self.config.seed)
-        w_e = anim.emotion_weights(self.emotion_track(), 1, fps=clip.fps, start=frame)
-        return anim.frame_params(
-            clip.speech_weights[frame : frame + 1], w_e, clip.speaking[frame : frame + 1],
-            None if idle is None else idle.frames(frame, frame + 1),
+            blinks, head_motion, background = self.blinks, self.head_motion, self.background
+        return FrameSource(
+            animator=anim, avatar=self.app.avatar, clip=clip, track=self.emotion_track(),
+            idle=clip.idle(anim, blinks=blinks, head_motion=head_motion, seed=self.config.seed),
+            backend=self.config.backend, background=background,
         )  # fmt: skip
 
-    @torch.no_grad()
+    def frame_params(self, frame: int) -> FlameParams:
+        """FLAME parameters of one frame of the clip, as export computes them."""
+        return self.frame_source().params(frame)
+
     def _pose(self, media_time: float) -> Gaussians:
-        """The posed Gaussians at a media time: its frame's parameters on the avatar's head."""
-        params = self.frame_params(self.clip.frame_index(media_time))
-        vertices = self.app.animator.head(self.app.avatar.dress(params))[0]  # [V, 3]
-        return self.app.avatar.pose(vertices)
+        return self.frame_source().gaussians(media_time)
 
     def render_image(self, media_time: float, *, side: int | None = None) -> np.ndarray:
         """The frame at a media time through this client's camera: `[H, W, 3]` uint8 with the
@@ -541,12 +445,7 @@ class ClientSession:
         camera = Camera.from_camera_to_world(
             cam.wxyz, cam.position, fov_y=cam.fov, width=width, height=height
         )
-        with self._lock:
-            background = self.background
-        out = render(
-            self._pose(media_time), camera, backend=self.config.backend, background=background
-        )
-        return to_uint8(out.color)
+        return self.frame_source().render(camera, media_time)
 
     def _render_loop(self) -> None:
         """Paced: one frame per 1 / render_fps while playing; on demand when paused."""
@@ -637,126 +536,6 @@ class ClientSession:
         t = self.clock.position() if playhead is None else playhead
         self.controls.plot.data = gui_layout.plot_data(times, jaw, intensities, t)
 
-    # -- upload ------------------------------------------------------------------------------
-
-    def _upload_problem(self, name: str, size: int) -> str | None:
-        """Why an upload of this name and size is refused, or None."""
-        if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
-            return "not a speech file this viewer reads; upload wav, flac, mp3 or ogg"
-        return compat.oversize_reason(size, self.config.max_upload_bytes)
-
-    def _admit_upload(self, name: str, size: int) -> str | None:
-        """Whether a transfer may start (None) or why not (called as it starts; the byte
-        limits are enforced by `compat.guard_uploads` while the bytes arrive)."""
-        if self._analysing.locked():
-            return _BUSY
-        return self._upload_problem(name, size)
-
-    def _refuse_upload(self, name: str, reason: str) -> None:
-        self.client.add_notification(
-            "Upload refused", f"{gui_layout.display_name(name)}: {reason}", color="red"
-        )
-
-    def _on_upload(self) -> None:
-        upload = self.controls.upload.value
-        threading.Thread(
-            target=self.load_upload, args=(upload.name, upload.content), daemon=True
-        ).start()
-
-    def load_upload(self, name: str, content: bytes) -> bool:
-        """Check, decode and analyse an uploaded file, then play it; a bad file shows a message
-        in the page and changes nothing. One upload per tab at a time, and at most
-        `MAX_PARALLEL_ANALYSES` per server (the others wait for a slot). Returns whether the
-        clip was replaced."""
-        if not self._analysing.acquire(blocking=False):
-            self._refuse_upload(name, _BUSY)
-            return False
-        try:
-            return self._analyse_upload(name, content)
-        finally:
-            self._analysing.release()
-
-    def _analyse_upload(self, name: str, content: bytes) -> bool:
-        cfg = self.config
-        shown = gui_layout.display_name(name)
-        progress = self.controls.upload_progress
-        note = None
-        try:
-            problem = self._upload_problem(name, len(content))
-            if problem is not None:
-                raise TalkingAvatarError(f"{shown}: {problem}")
-            with self._analysis_slot():
-                note = self.client.add_notification(
-                    f"Animating {shown}", "Reading and analysing the speech...", loading=True,
-                    with_close_button=False,
-                )  # fmt: skip
-                progress.visible = True
-                progress.value = 10.0
-                handle, tmp = tempfile.mkstemp(
-                    dir=self._upload_dir, prefix="upload-", suffix=Path(name).suffix.lower()
-                )
-                os.close(handle)
-                path = Path(tmp)
-                try:
-                    path.write_bytes(content)
-                    # Refused from the header before decoding; never decodes past the limit.
-                    audio = load_audio(path, max_seconds=cfg.max_upload_seconds, label=shown)
-                    progress.value = 40.0
-                    clip = make_clip(
-                        self.app.animator, audio, name=Path(name).name, fps=cfg.anim_fps
-                    )
-                except BaseException:
-                    path.unlink(missing_ok=True)
-                    raise
-            progress.value = 90.0
-            if self._closed.is_set():
-                path.unlink(missing_ok=True)
-                return False
-            previous = self.clip.audio.path
-            self.set_clip(clip)
-            if previous is not None and previous.parent == self._upload_dir:
-                previous.unlink(missing_ok=True)  # an export in flight keeps its open handle
-        except _Cancelled:
-            return False
-        except TalkingAvatarError as err:
-            self.client.add_notification("Upload refused", str(err), color="red")
-            return False
-        except Exception as err:  # noqa: BLE001 - the server must survive any upload
-            self.client.add_notification(
-                "Upload failed", f"{shown}: {type(err).__name__}: {err}", color="red"
-            )
-            return False
-        finally:
-            if note is not None:
-                note.remove()
-            progress.visible = False
-        self.client.add_notification(
-            "Speech loaded", f"{shown} ({clip.duration:.1f} s). Press Play.",
-            auto_close_seconds=5.0, color="green",
-        )  # fmt: skip
-        return True
-
-    @contextmanager
-    def _analysis_slot(self) -> Iterator[None]:
-        """One of the server's analysis slots, waiting (and saying so) while all are taken;
-        raises _Cancelled when the tab closes meanwhile."""
-        slots = self.app.analysis_slots
-        if not slots.acquire(blocking=False):
-            waiting = self.client.add_notification(
-                "Waiting", "The server is analysing other uploads; yours starts next.",
-                loading=True, with_close_button=False,
-            )  # fmt: skip
-            try:
-                while not slots.acquire(timeout=0.5):
-                    if self._closed.is_set():
-                        raise _Cancelled
-            finally:
-                waiting.remove()
-        try:
-            yield
-        finally:
-            slots.release()
-
     def set_clip(self, clip: Clip) -> None:
         """Play another clip: a new clock (paused at 0), timeline, plot and page audio."""
         loop, rate = self.clock.loop, self.clock.rate
@@ -771,70 +550,6 @@ class ClientSession:
         self._update_track_info()
         self._update_plot()
         self._changed()
-
-    # -- export ------------------------------------------------------------------------------
-
-    def performance(self) -> Performance:
-        """The clip as a performance, as the page shows it (`emotion_track`)."""
-        anim, clip = self.app.animator, self.clip
-        track = self.emotion_track()
-        return anim.perform(
-            clip.audio, clip.speech_weights, track, fps=clip.fps, blinks=self.blinks,
-            head_motion=self.head_motion, seed=self.config.seed, speaking=clip.speaking,
-        )  # fmt: skip
-
-    def start_export(self) -> threading.Thread | None:
-        """Export the MP4 in the background; the page shows progress, then a download link."""
-        with self._lock:
-            if self.exporting:
-                return None
-            self.exporting = True
-        self.controls.export.disabled = True
-        self.controls.export_progress.value = 0.0
-        self.controls.export_progress.visible = True
-        thread = threading.Thread(target=self._export, daemon=True, name="viewer-export")
-        thread.start()
-        return thread
-
-    def _export(self) -> None:
-        from viewer.export import export_mp4
-
-        last = [0.0]
-
-        def on_progress(done: int, total: int) -> None:
-            if self._closed.is_set():
-                raise _Cancelled  # export_mp4 removes its temporary file
-            percent = 100.0 * done / max(total, 1)
-            if percent - last[0] >= 1.0 or done == total:
-                last[0] = percent
-                self.controls.export_progress.value = percent
-
-        try:
-            with tempfile.TemporaryDirectory() as scratch:
-                path = Path(scratch) / "talking-avatar.mp4"
-                size = self.config.max_side
-                export_mp4(
-                    self.performance(), self.app.avatar, path, head=self.app.animator.head,
-                    width=size, height=size, camera=self.view, background=self.background,
-                    backend=self.config.backend, progress=False, on_progress=on_progress,
-                )  # fmt: skip
-                data = path.read_bytes()
-            self.last_export = data
-            if not self._closed.is_set():
-                self.client.send_file_download("talking-avatar.mp4", data)
-        except _Cancelled:
-            return
-        except Exception as err:  # noqa: BLE001 - report in the page; the server keeps going
-            if not self._closed.is_set():
-                self.client.add_notification(
-                    "Export failed", f"{type(err).__name__}: {err}", color="red"
-                )
-        finally:
-            with self._lock:
-                self.exporting = False
-            if not self._closed.is_set():
-                self.controls.export.disabled = False
-                self.controls.export_progress.visible = False
 
     # -- lifetime ----------------------------------------------------------------------------
 

@@ -1,0 +1,92 @@
+"""The viewer's render seam: what one frame depends on, and the picture, without viser.
+
+`FrameSource` is the tab's state for one frame (clip, emotion track, idle layer, avatar,
+background), read once from the controls; `render(camera, media_time)` is nerfview's
+`render_fn(camera, img_wh) -> image` with time added, so the picture can be tested without a
+server. Its parameters are `Animator.frame_params` on the frame's slice of every input: the
+path export takes for the whole clip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from animator.animator import Animator
+from animator.emotion import EmotionTrack
+from animator.idle import IdleLayer
+from avatar.binding import GaussianAvatar
+from avatar.camera import Camera, quat_to_matrix
+from avatar.flame import FlameParams
+from avatar.gaussians import SH_C0, Gaussians
+from avatar.image import to_uint8
+from avatar.render import render
+from viewer.clip import Clip
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """Everything one frame depends on (see the module docstring)."""
+
+    animator: Animator
+    avatar: GaussianAvatar
+    clip: Clip
+    track: EmotionTrack
+    idle: IdleLayer | None
+    backend: str = "auto"
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @torch.no_grad()
+    def params(self, frame: int) -> FlameParams:
+        """FLAME parameters of frame `frame` of the clip, exactly as export computes them."""
+        anim, clip = self.animator, self.clip
+        w_e = anim.emotion_weights(self.track, 1, fps=clip.fps, start=frame)
+        return anim.frame_params(
+            clip.speech_weights[frame : frame + 1], w_e, clip.speaking[frame : frame + 1],
+            None if self.idle is None else self.idle.frames(frame, frame + 1),
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def gaussians(self, media_time: float) -> Gaussians:
+        """The posed Gaussians at a media time: its frame's parameters on the avatar's head."""
+        params = self.params(self.clip.frame_index(media_time))
+        vertices = self.animator.head(self.avatar.dress(params))[0]  # [V, 3]
+        return self.avatar.pose(vertices)
+
+    def render(self, camera: Camera, media_time: float) -> np.ndarray:
+        """The picture `[H, W, 3]` uint8 at a media time through a camera."""
+        out = render(
+            self.gaussians(media_time), camera, backend=self.backend, background=self.background
+        )
+        return to_uint8(out.color)
+
+
+def gaussians_to_splats(
+    gaussians: Gaussians,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """viser's splat arrays from posed Gaussians: centres `[N, 3]`, covariances `[N, 3, 3]`
+    (R diag(s^2) R^T, metres^2), RGB `[N, 3]` in [0, 1] (SH degree 0 only: viser's splats
+    are view-independent) and opacities `[N, 1]`; float32."""
+    rot = quat_to_matrix(gaussians.quats)  # [N, 3, 3]
+    scaled = rot * gaussians.scales[:, None, :]  # [N, 3, 3]: columns scaled by s
+    cov = scaled @ scaled.transpose(1, 2)  # [N, 3, 3]
+    rgb = (gaussians.sh[:, 0] * SH_C0 + 0.5).clamp(0.0, 1.0)  # [N, 3]
+    return (
+        gaussians.means.numpy().astype(np.float32),
+        cov.numpy().astype(np.float32),
+        rgb.numpy().astype(np.float32),
+        gaussians.opacities[:, None].numpy().astype(np.float32),
+    )
+
+
+def image_size(aspect: float, side: int) -> tuple[int, int]:
+    """(width, height) of a frame with the canvas's aspect (width / height) and about side^2
+    pixels: the render cost of a side x side square, spent on the canvas's shape (a wide
+    canvas gets a wide frame, not a narrow one stretched)."""
+    aspect = aspect if math.isfinite(aspect) and aspect > 0 else 1.0
+    aspect = min(max(aspect, 0.25), 4.0)
+    height = side / math.sqrt(aspect)
+    return max(16, round(height * aspect)), max(16, round(height))
