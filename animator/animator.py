@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from animator.audio import Audio, load_audio
+from animator.audio import DEFAULT_FPS, SAMPLE_RATE, Audio, load_audio
 from animator.checkpoint import load_checkpoint
 from animator.closure import ClosureKeeper, smoothstep
 from animator.emotion import EMOTIONS, EmotionTrack, as_track
@@ -255,21 +255,21 @@ class Animator:
         return self.fusion.cfg.speech_blendshapes
 
     def speech_weights(
-        self, audio: str | Path | Audio | np.ndarray, *, fps: float = 30.0
+        self, audio: str | Path | Audio | np.ndarray, *, fps: float = DEFAULT_FPS
     ) -> torch.Tensor:
         """w_A `[T, K_A]` for T = round(duration * fps) frames; zeros for silent audio."""
         return self.speech_track(audio, fps=fps)[0]
 
     @torch.no_grad()
     def speech_track(
-        self, audio: str | Path | Audio | np.ndarray, *, fps: float = 30.0
+        self, audio: str | Path | Audio | np.ndarray, *, fps: float = DEFAULT_FPS
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(w_A `[T, K_A]`, speaking `[T]` in [0, 1]) for T = round(duration * fps) frames.
 
         speaking (`speech_activity`) tells the closure rule where a closed mouth is a closure
         of speech (keep it shut under an emotion) and where it is silence (the emotion owns the
         mouth); all ones for a model without a phone classifier, zeros for silent audio."""
-        audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
+        audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else SAMPLE_RATE)
         num = audio.num_frames(fps)
         if audio.is_silent:
             return torch.zeros(num, self.num_speech), torch.zeros(num)
@@ -279,8 +279,7 @@ class Animator:
             coeffs, logits = self.speech_model.predict_long(mel, native, with_phones=True)
         else:
             coeffs, logits = self.speech_model.predict_long(mel, native), None  # [T30, C]
-        w_a, _ = self.fusion.encode(coeffs[None])
-        w_a = w_a[0]  # [T30, K_A]
+        w_a = self.fusion.speech_encoder(coeffs[None])[0]  # [T30, K_A]
         if logits is not None and self.seal_bilabials:
             w_a = self.closure_keeper.seal_weights(w_a, bilabial_strength(logits), self._sealer())
         speaking = torch.ones(native) if logits is None else speech_activity(logits)
@@ -298,7 +297,7 @@ class Animator:
         emotion: Mapping[str, float] | EmotionTrack | Sequence | str | Path | None,
         num_frames: int,
         *,
-        fps: float = 30.0,
+        fps: float = DEFAULT_FPS,
         start: int = 0,
     ) -> torch.Tensor:
         """w_E `[T, K_E]` of frames start..start + T - 1: per frame, the sum of intensity x apex
@@ -380,7 +379,7 @@ class Animator:
         audio: str | Path | Audio | np.ndarray,
         emotion: Mapping[str, float] | EmotionTrack | Sequence | str | Path | None = None,
         *,
-        fps: float = 30.0,
+        fps: float = DEFAULT_FPS,
         idle: bool = True,
         seed: int = 0,
     ) -> Performance:
@@ -388,7 +387,7 @@ class Animator:
         and the idle layer (blinks, eye and head motion; seeded) unless idle=False."""
         if not (1.0 <= fps <= 240.0):
             raise TalkingAvatarError(f"fps {fps} is out of range; use 1 to 240 frames per second")
-        audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else 16_000)
+        audio = load_audio(audio, None if not isinstance(audio, np.ndarray) else SAMPLE_RATE)
         track = as_track(emotion)
         w_a, speaking = self.speech_track(audio, fps=fps)
         return self.perform(

@@ -20,6 +20,8 @@ import numpy as np
 from avatar.errors import TalkingAvatarError
 
 SAMPLE_RATE = 16_000
+#: Animation frames per second unless a caller asks for another rate (frame i shows i / fps).
+DEFAULT_FPS = 30.0
 #: RMS below this (about -60 dBFS) counts as silence: nothing to lip-sync.
 SILENCE_RMS = 1e-3
 #: Frames read per call while decoding (bounds the memory besides the output itself).

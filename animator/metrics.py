@@ -152,7 +152,6 @@ def evaluate(
     from animator.animator import Animator
     from animator.data.vocaset import load_vocaset
     from animator.emotion import EMOTIONS
-    from animator.train import displacement_frames
     from avatar.flame import load_flame
 
     head = head if head is not None else load_flame()
@@ -176,7 +175,7 @@ def evaluate(
         f"evaluating on {len(clips)} {split} sequences of {len({c.subject for c in clips})} speakers"
     )
     for sample in clips:
-        gt = displacement_frames(sample, fps)  # [T, V, 3]
+        gt = torch.from_numpy(sample.offsets_at(fps))  # [T, V, 3]
         template = torch.from_numpy(np.asarray(sample.template, dtype=np.float32))
         from animator.audio import load_audio
         from animator.features import log_mel
@@ -190,7 +189,7 @@ def evaluate(
             "stage 1 alone": anim.basis.decode(stage1),
         }
         for name, model in variants:
-            w_a, _ = model.fusion.encode(model.speech_model.predict_long(mel, n)[None])
+            w_a = model.fusion.speech_encoder(model.speech_model.predict_long(mel, n)[None])
             speech_only = model.basis.decode(w_a[0] @ model.fusion.speech_coeffs)  # [T, V, 3]
             preds[name] = speech_only
             add(name, "speech_leak", 100 * energy_share(speech_only, upper))
@@ -231,7 +230,9 @@ def evaluate(
     for name, model in variants:
         shares = []
         for s in expr_clips:
-            _, w_e = model.fusion.encode(model.basis.encode(displacement_frames(s, fps))[None])
+            w_e = model.fusion.expression_encoder(
+                model.basis.encode(torch.from_numpy(s.offsets_at(fps)))[None]
+            )
             path = model.basis.decode(w_e[0] @ model.fusion.expression_coeffs)  # [T, V, 3]
             shares.append(energy_share(path, lips))
         add(name, "expr_leak", 100 * float(np.mean(shares)))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animator.audio import DEFAULT_FPS
 from animator.features import FEATURE_RATE, N_MELS, resample_frames
 
 
@@ -39,7 +40,7 @@ class SpeechModelConfig:
     heads: int = 4
     window: int = 24  # attention reaches +-window frames (0.8 s at 30 fps)
     components: int = 96  # size of the shared motion basis the model predicts in
-    fps: float = 30.0
+    fps: float = DEFAULT_FPS
     dropout: float = 0.1
     phone_classes: int = 0  # > 0: a per-frame phone (viseme) classifier for an auxiliary loss
 

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from animator.audio import Audio, load_audio
+from animator.audio import DEFAULT_FPS, Audio, load_audio
 from animator.augment import AugmentConfig, augment
 from animator.closure import CENTRAL
 from animator.data.sample import MotionSample, TimedLabel
@@ -44,7 +44,7 @@ from avatar.errors import TalkingAvatarError
 class TrainConfig:
     """Hyper-parameters (the defaults build the shipped animator in minutes on 2 CPU cores)."""
 
-    fps: float = 30.0
+    fps: float = DEFAULT_FPS
     components: int = 96
     dim: int = 128
     layers: int = 3
@@ -107,19 +107,6 @@ class Clip:
     @property
     def num_frames(self) -> int:
         return self.coeffs.shape[0]
-
-
-def resample_indices(num_src: int, src_fps: float, fps: float) -> np.ndarray:
-    """Source frame shown at each output time i / fps (nearest), for a clip of num_src frames."""
-    num_out = max(1, int(round(num_src * fps / src_fps)))
-    return np.clip(np.round(np.arange(num_out) * src_fps / fps).astype(np.int64), 0, num_src - 1)
-
-
-def displacement_frames(sample: MotionSample, fps: float) -> torch.Tensor:
-    """Displacements from the template `[T, V, 3]` at fps."""
-    idx = resample_indices(sample.num_frames, sample.fps, fps)
-    verts = np.asarray(sample.vertices[idx], dtype=np.float32)
-    return torch.from_numpy(verts - sample.template[None].astype(np.float32))
 
 
 #: The classes of the auxiliary phone loss: the visemes (what the mouth does), a common label
@@ -213,7 +200,7 @@ def load_training_data(
     for s in talk_samples + expr_samples:
         if (s.split or "train") != "train":
             continue
-        d = displacement_frames(s, cfg.fps)
+        d = torch.from_numpy(s.offsets_at(cfg.fps))
         take = rng.choice(len(d), size=min(len(d), 12), replace=False)
         fit_frames.append(d[np.sort(take)])
     fit_frames = torch.cat(fit_frames)
@@ -230,7 +217,7 @@ def load_training_data(
     train_audio: list[np.ndarray] = []  # [N] 16 kHz, of the training talking clips, in order
 
     def clip_of(s: MotionSample, kind: str) -> Clip:
-        disp = displacement_frames(s, cfg.fps)
+        disp = torch.from_numpy(s.offsets_at(cfg.fps))
         split = s.split or "train"
         mel = None
         if kind == "talking":
@@ -754,7 +741,7 @@ def train(
         ]
     )  # [K, V, 3]
     # Typical amplitudes: the 95th percentile of |w| on the training data.
-    w_a = torch.cat([fusion.encode(x[None])[0][0] for x in inputs])
+    w_a = torch.cat([fusion.speech_encoder(x[None])[0] for x in inputs])
     amp = torch.cat([w_a.abs().quantile(0.95, dim=0), codes.abs().max(dim=0).values])
     mapping, residual = fit_flame_mapping(head, blendshapes, amp)
     log(

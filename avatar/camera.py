@@ -262,3 +262,36 @@ class Camera:
         K[1, 1] *= sy
         K[1, 2] *= sy
         return Camera(viewmat=self.viewmat.clone(), K=K, width=w, height=h)
+
+
+# ------------------------------------------------------------------ the head's framing
+#: Where the default framing looks (metres, head frame): a little below the eyes.
+HEAD_TARGET = (0.0, -0.02, -0.025)
+HEAD_DISTANCE = 0.68
+HEAD_FOV_Y = math.radians(25.0)
+VIEWS = {"front": 0.0, "three-quarter": 35.0, "side": 90.0}
+
+
+def head_camera(view: str | float, width: int, height: int) -> Camera:
+    """The standard framing of the head from a named view or an azimuth in degrees."""
+    azimuth = VIEWS[view] if isinstance(view, str) else float(view)
+    return Camera.orbit(
+        HEAD_TARGET,
+        HEAD_DISTANCE,
+        math.radians(azimuth),
+        0.0,
+        fov_y=HEAD_FOV_Y,
+        width=width,
+        height=height,
+    )
+
+
+#: Export cameras: the fixed views, or a slow orbit.
+CAMERAS = (*VIEWS, "orbit")
+
+
+def camera_for_frame(kind: str, frame: int, fps: float, width: int, height: int) -> Camera:
+    """The camera of a frame: a fixed view, or a slow orbit (+-35 degrees, 8 s period)."""
+    if kind == "orbit":
+        return head_camera(35.0 * math.sin(2 * math.pi * frame / fps / 8.0), width, height)
+    return head_camera(kind, width, height)

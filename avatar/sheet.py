@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,32 +9,12 @@ import torch
 
 from avatar.atomic import atomic_path
 from avatar.binding import GaussianAvatar
-from avatar.camera import Camera
+from avatar.camera import VIEWS, head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame.model import FlameModel
 from avatar.flame.preview import labelled_sheet
 from avatar.image import to_uint8
 from avatar.render import render
-
-#: Where the default framing looks (metres, head frame): a little below the eyes.
-HEAD_TARGET = (0.0, -0.02, -0.025)
-HEAD_DISTANCE = 0.68
-HEAD_FOV_Y = math.radians(25.0)
-VIEWS = {"front": 0.0, "three-quarter": 35.0, "side": 90.0}
-
-
-def head_camera(view: str | float, width: int, height: int) -> Camera:
-    """The standard framing of the head from a named view or an azimuth in degrees."""
-    azimuth = VIEWS[view] if isinstance(view, str) else float(view)
-    return Camera.orbit(
-        HEAD_TARGET,
-        HEAD_DISTANCE,
-        math.radians(azimuth),
-        0.0,
-        fov_y=HEAD_FOV_Y,
-        width=width,
-        height=height,
-    )
 
 
 def _face_unit_params(model: FlameModel, units: dict[str, float], jaw: float = 0.0):

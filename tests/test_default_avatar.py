@@ -9,12 +9,11 @@ import pytest
 from raster_reference import render_reference
 
 from avatar.builder import build_default_avatar, load_avatar, scheme_from_options
-from avatar.camera import Camera
+from avatar.camera import Camera, head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.gaussians import sh_to_rgb
 from avatar.ply import write_ply
 from avatar.render import render
-from avatar.sheet import head_camera
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import soundfile as sf
 from animator import Animator
 from animator.audio import load_audio
 from avatar.builder import load_avatar
+from avatar.camera import head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.paths import asset_path
 from avatar.render import render
-from avatar.sheet import head_camera
 from viewer.cli import main as cli_main
 from viewer.export import export_mp4, read_video_info
 

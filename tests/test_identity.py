@@ -95,8 +95,8 @@ def test_export_plays_the_performance_on_the_avatars_identity(head, tmp_path) ->
 
     shaped, plain_img = iio.imread(frames["shaped"][0]), iio.imread(frames["plain"][0])
     assert np.abs(shaped.astype(int) - plain_img.astype(int)).max() > 60  # not the mean head
+    from avatar.camera import camera_for_frame
     from avatar.render import render
-    from viewer.export import camera_for_frame
 
     # frame 0 of the video is the dressed performance's frame 0, rendered the same way
     cam = camera_for_frame("front", 0, perf.fps, 96, 96)

@@ -27,9 +27,8 @@ from animator import Animator
 from animator.audio import Audio
 from animator.emotion import as_track
 from avatar.builder import load_avatar
-from avatar.camera import Camera
+from avatar.camera import Camera, head_camera
 from avatar.flame import load_flame
-from avatar.sheet import head_camera
 from viewer import _viser_compat as compat
 from viewer.app import (
     MAX_UPLOAD_BYTES,
@@ -207,10 +206,11 @@ def test_viewer_frame_is_the_exported_frame(app, models, tmp_path):
     import imageio.v3 as iio
     import torch
 
+    from avatar.camera import camera_for_frame
     from avatar.flame.identity import Identity
     from avatar.image import to_uint8
     from avatar.render import render
-    from viewer.export import camera_for_frame, export_mp4
+    from viewer.export import export_mp4
 
     anim, avatar = models
     head = anim.head

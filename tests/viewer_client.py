@@ -17,7 +17,7 @@ from typing import Any
 import viser
 from websockets.sync.client import connect
 
-from avatar.sheet import head_camera
+from avatar.camera import head_camera
 from viewer._viser_compat import decode_server_frame, encode_client_message, messages
 
 #: Parts of an upload, as viser's page cuts files (UploadButton.tsx).

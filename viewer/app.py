@@ -30,16 +30,15 @@ import torch
 import viser
 
 from animator.animator import Animator
-from animator.audio import load_audio
+from animator.audio import DEFAULT_FPS, load_audio
 from animator.emotion import EmotionTrack
 from avatar.binding import GaussianAvatar
-from avatar.camera import Camera
+from avatar.camera import HEAD_FOV_Y, HEAD_TARGET, Camera, head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameParams
 from avatar.gaussians import Gaussians
 from avatar.image import to_uint8
 from avatar.render import render
-from avatar.sheet import HEAD_FOV_Y, HEAD_TARGET, head_camera
 from viewer import _viser_compat as compat
 from viewer import gui as gui_layout
 from viewer.clip import Clip, make_clip
@@ -100,7 +99,7 @@ class ViewerConfig:
     port: int = 8080
     mode: str = "image"
     render_fps: float = 25.0
-    anim_fps: float = 30.0
+    anim_fps: float = DEFAULT_FPS
     max_side: int = 512
     moving_side: int = 256
     lead_s: float = 0.09

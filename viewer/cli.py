@@ -272,7 +272,7 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(f"wrote {write_contact_sheet(out / 'avatar_sheet.png', model=anim.head)}")
     speech = asset_path("speech", "sample.wav")
     track = EmotionTrack.load(asset_path("speech", "demo_track.json"))
-    perf = anim.animate(speech, track, fps=30)
+    perf = anim.animate(speech, track)
     avatar = load_avatar(None, anim.head)
     size = args.size
     path = export_mp4(perf, avatar, out / "demo.mp4", head=anim.head, width=size, height=size)

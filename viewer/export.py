@@ -7,7 +7,6 @@ under a temporary name and renamed when complete: an error or Ctrl-C leaves no p
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,15 +18,13 @@ from animator.animator import Performance
 from animator.audio import SAMPLE_RATE
 from avatar.atomic import atomic_path, check_output_path
 from avatar.binding import GaussianAvatar
-from avatar.camera import Camera
+from avatar.camera import CAMERAS, camera_for_frame
 from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameModel
 from avatar.image import to_uint8
 from avatar.paths import ensure_folder
 from avatar.render import render
-from avatar.sheet import head_camera
 
-CAMERAS = ("front", "three-quarter", "side", "orbit")
 NAMED_COLOURS = {
     "white": (1.0, 1.0, 1.0),
     "black": (0.0, 0.0, 0.0),
@@ -57,13 +54,6 @@ def parse_colour(text: str | Sequence[float]) -> tuple[float, float, float]:
             f"background {text!r} is not a colour; use white, black, grey, #rrggbb or r,g,b in [0, 1]"
         )
     return values  # type: ignore[return-value]
-
-
-def camera_for_frame(kind: str, frame: int, fps: float, width: int, height: int) -> Camera:
-    """The camera of a frame: a fixed view, or a slow orbit (+-35 degrees, 8 s period)."""
-    if kind == "orbit":
-        return head_camera(35.0 * math.sin(2 * math.pi * frame / fps / 8.0), width, height)
-    return head_camera(kind, width, height)
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:
@@ -156,6 +146,7 @@ def export_mp4(
     frames = ensure_folder(frames_dir) if frames_dir is not None else None
     total = performance.num_frames
     fps = performance.fps
+    fixed = None if camera == "orbit" else camera_for_frame(camera, 0, fps, width, height)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(path, what="video") as tmp:
         speech, audio_args = _speech_source(performance, Path(scratch))
         writer = imageio_ffmpeg.write_frames(
@@ -181,7 +172,7 @@ def export_mp4(
                     )
                     for i, v in enumerate(verts):
                         frame = start + i
-                        cam = camera_for_frame(camera, frame, fps, width, height)
+                        cam = fixed or camera_for_frame(camera, frame, fps, width, height)
                         out = render(avatar.pose(v), cam, backend=backend, background=bg)
                         image = to_uint8(out.color)
                         if (w_even, h_even) != (width, height):

@@ -16,7 +16,7 @@ import viser
 import viser.uplot
 
 from animator.emotion import EMOTIONS
-from avatar.sheet import VIEWS
+from avatar.camera import VIEWS
 from viewer._viser_compat import GuiProgressBarHandle
 
 #: Emotion presets: a mix of the seven emotions (several at once), applied to the sliders.

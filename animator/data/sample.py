@@ -64,6 +64,19 @@ class MotionSample:
         """Per-frame displacement from the template `[T, V, 3]` (reads the whole sequence)."""
         return np.asarray(self.vertices, dtype=np.float32) - self.template[None]
 
+    def offsets_at(self, fps: float) -> np.ndarray:
+        """Displacements from the template `[T', V, 3]` float32, resampled to fps (nearest
+        frame: `resample_indices`)."""
+        idx = resample_indices(self.num_frames, self.fps, fps)
+        verts = np.asarray(self.vertices[idx], dtype=np.float32)
+        return verts - self.template[None].astype(np.float32)
+
+
+def resample_indices(num_src: int, src_fps: float, fps: float) -> np.ndarray:
+    """Source frame shown at each output time i / fps (nearest), for a clip of num_src frames."""
+    num_out = max(1, int(round(num_src * fps / src_fps)))
+    return np.clip(np.round(np.arange(num_out) * src_fps / fps).astype(np.int64), 0, num_src - 1)
+
 
 class SampleSequence(Sequence[MotionSample]):
     """A dataset as a sequence of samples, addressed by `keys` (one tuple per sample) and read
