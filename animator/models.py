@@ -41,7 +41,7 @@ class SpeechModelConfig:
     window: int = 24  # attention reaches +-window frames (0.8 s at 30 fps)
     components: int = 96  # size of the shared motion basis the model predicts in
     fps: float = DEFAULT_FPS
-    dropout: float = 0.1
+    dropout: float = 0.0  # the shipped model trains without
     phone_classes: int = 0  # > 0: a per-frame phone (viseme) classifier for an auxiliary loss
 
 
@@ -216,7 +216,7 @@ class FusionConfig:
     components: int  # C, the shared motion basis
     num_vertices: int
     speech_blendshapes: int = 32  # K_A
-    expression_blendshapes: int = 16  # K_E
+    expression_blendshapes: int = 32  # K_E
     hidden: int = 128
     basis_rms: float = 0.002  # metres: RMS displacement over vertices of every blendshape at w = 1
 

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from animator.audio import DEFAULT_FPS, Audio, load_audio
+from animator.audio import Audio, load_audio
 from animator.augment import AugmentConfig, augment
 from animator.closure import CENTRAL
 from animator.data.sample import MotionSample, TimedLabel
@@ -44,15 +44,16 @@ from avatar.errors import TalkingAvatarError
 class TrainConfig:
     """Hyper-parameters (the defaults build the shipped animator in minutes on 2 CPU cores)."""
 
-    fps: float = DEFAULT_FPS
-    components: int = 96
-    dim: int = 128
-    layers: int = 3
-    heads: int = 4
-    window: int = 24
-    dropout: float = 0.0
-    speech_blendshapes: int = 32
-    expression_blendshapes: int = 32
+    # The models' sizes: each default is the model config's own (declared once, there).
+    fps: float = SpeechModelConfig.fps
+    components: int = SpeechModelConfig.components
+    dim: int = SpeechModelConfig.dim
+    layers: int = SpeechModelConfig.layers
+    heads: int = SpeechModelConfig.heads
+    window: int = SpeechModelConfig.window
+    dropout: float = SpeechModelConfig.dropout
+    speech_blendshapes: int = FusionConfig.speech_blendshapes
+    expression_blendshapes: int = FusionConfig.expression_blendshapes
     sparsity: float = 3e-3
     stage1_steps: int = 3000
     stage2_steps: int = 2500

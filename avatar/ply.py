@@ -32,6 +32,7 @@ from plyfile import PlyData, PlyElement, PlyParseError
 from avatar.atomic import atomic_path
 from avatar.binding import GaussianAvatar
 from avatar.errors import TalkingAvatarError
+from avatar.flame.params import read_npz
 from avatar.gaussians import Gaussians
 
 BINDING = "binding_0"
@@ -374,13 +375,7 @@ def _read_flame_params(path: Path) -> dict[str, np.ndarray]:
             f"{path}: missing; GaussianAvatars saves it beside point_cloud.ply, and the avatar's "
             "identity (shape, static_offset) is in it"
         )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            params = {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise TalkingAvatarError(
-            f"{path}: not a readable .npz file ({_one_line(error)})"
-        ) from error
+    params = read_npz(path, what="flame_param.npz", hint="re-copy GaussianAvatars' output")
     missing = [key for key in FLAME_PARAM_KEYS if key not in params]
     if missing:
         raise TalkingAvatarError(f"{path}: missing the FLAME parameters {' '.join(missing)}")

@@ -354,7 +354,7 @@ def test_load_gaussian_avatars_dir_errors(tmp_path):
     with pytest.raises(TalkingAvatarError, match="'shape' is not a finite"):
         load_gaussian_avatars_dir(tmp_path)
     (latest / "flame_param.npz").write_bytes(b"garbage")
-    with pytest.raises(TalkingAvatarError, match="not a readable .npz"):
+    with pytest.raises(TalkingAvatarError, match="is not a readable flame_param.npz"):
         load_gaussian_avatars_dir(tmp_path)
     (latest / "flame_param.npz").unlink()
     with pytest.raises(TalkingAvatarError, match="flame_param.npz: missing"):
