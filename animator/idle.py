@@ -119,19 +119,3 @@ def idle_layer(
         )  # rad, pitch / yaw / roll of the neck
         neck = torch.from_numpy(sway).float()
     return IdleLayer(expr=expr, eyes_pose=eyes, neck_pose=neck)
-
-
-def add_idle(
-    params: FlameParams,
-    head: FlameModel,
-    fps: float,
-    *,
-    seed: int = 0,
-    blinks: bool = True,
-    head_motion: bool = True,
-) -> FlameParams:
-    """A copy of params with the idle layer added (`idle_layer(...).apply`)."""
-    layer = idle_layer(
-        head, params.num_frames, fps, seed=seed, blinks=blinks, head_motion=head_motion
-    )
-    return layer.apply(params)

@@ -350,12 +350,12 @@ def test_blinks_every_2_to_6_s_lasting_150_to_300_ms() -> None:
 
 
 def test_idle_layer_is_seeded_and_moves_lids_eyes_and_head(head) -> None:
-    from animator.idle import add_idle
+    from animator.idle import idle_layer
 
     base = head.neutral_params(300)
-    a = add_idle(base, head, 30.0, seed=5)
-    b = add_idle(base, head, 30.0, seed=5)
-    c = add_idle(base, head, 30.0, seed=6)
+    a = idle_layer(head, 300, 30.0, seed=5).apply(base)
+    b = idle_layer(head, 300, 30.0, seed=5).apply(base)
+    c = idle_layer(head, 300, 30.0, seed=6).apply(base)
     assert torch.equal(a.expr, b.expr) and torch.equal(a.neck_pose, b.neck_pose)
     assert not torch.equal(a.neck_pose, c.neck_pose)
     assert a.expr.abs().max() > 0.1  # blinks (10 s: at least one)
