@@ -80,6 +80,44 @@ def _busy_port(folder: Path) -> None:
     pass  # the port is bound by `run` for this case
 
 
+def _flame_without_landmarks(folder: Path) -> None:
+    """A FLAME pickle of another topology (the bundled head subdivided) with no
+    flame_static_embedding.pkl beside it: nothing to register it by."""
+    from avatar.flame import load_flame
+    from avatar.flame.derive import arrays_of, build, subdivide
+    from avatar.flame.export import export_smplx_folder
+
+    arrays, _ = subdivide(arrays_of(load_flame()))
+    export_smplx_folder(build(arrays, "user"), folder)
+    (folder / "flame_static_embedding.pkl").unlink()
+
+
+def _flame_without_face_units(folder: Path) -> None:
+    """The bundled head as a FLAME pickle without its face units (nothing to retarget from)."""
+    from avatar.flame import load_flame
+    from avatar.flame.export import flame_pickle_dict
+    from avatar.flame.pickle_io import write_pickle
+
+    model = flame_pickle_dict(load_flame())
+    for key in ("face_unit_names", "face_unit_expr", "face_unit_jaw"):
+        del model["talking_avatar"][key]
+    write_pickle(folder / "own.pkl", model)
+
+
+def _gaussian_avatars_other_head(folder: Path) -> None:
+    """A GaussianAvatars folder whose static_offset has another head's vertex count."""
+    from avatar.builder import DEFAULT_AVATAR
+    from avatar.ply import read_avatar_ply, write_ply
+
+    out = folder / "ga" / "point_cloud" / "iteration_30000"
+    write_ply(out / "point_cloud.ply", read_avatar_ply(DEFAULT_AVATAR))
+    params = {k: np.zeros((1, 3), np.float32) for k in ("rotation", "neck_pose", "jaw_pose")}
+    params |= {"translation": np.zeros((1, 3), np.float32), "eyes_pose": np.zeros((1, 6))}
+    params |= {"shape": np.zeros(300), "expr": np.zeros((1, 100))}
+    params["static_offset"] = np.zeros((1, 5143, 3), np.float32)
+    np.savez(out / "flame_param.npz", **params)
+
+
 def _checkpoint(folder: Path, config: str | None, weights: bytes | None) -> None:
     ckpt = folder / "ckpt"
     ckpt.mkdir()
@@ -163,6 +201,13 @@ CASES = [
         _all(SPEECH, lambda f: (f / "dir").mkdir()),
     ),
     Case("--out not .mp4", ["render", *AUDIO, "--out", "out.avi"], SPEECH),
+    Case("animate --out of an unknown type", ["animate", *AUDIO, "--out", "perf.fbx"], SPEECH),
+    Case("animate --out without a type", ["animate", *AUDIO, "--out", "perf"], SPEECH),
+    Case(
+        "ARKit curves from a head without face units",
+        ["animate", *AUDIO, "--flame", "own.pkl", "--out", "perf.csv"],
+        _all(SPEECH, _flame_without_face_units),
+    ),
     Case(
         "--frames under a regular file",
         ["render", *AUDIO, "--frames", "plain/f", *OUT],
@@ -238,6 +283,17 @@ CASES = [
         ),
     ),
     Case("avatar missing", ["render", *AUDIO, "--avatar", "none.ply", *OUT], SPEECH),
+    Case(
+        "GaussianAvatars identity for another head",
+        ["render", *AUDIO, "--avatar", "ga", *OUT],
+        _all(SPEECH, _gaussian_avatars_other_head),
+    ),
+    Case("retarget the bundled head", ["retarget"]),
+    Case(
+        "retarget a FLAME model without landmarks",
+        ["retarget", "--flame", "FLAME_NEUTRAL.pkl"],
+        _flame_without_landmarks,
+    ),
     Case(
         "saved performance for other audio",
         ["render", "--audio", "long.wav", "--performance", "p.npz", *OUT],
