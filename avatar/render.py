@@ -331,3 +331,15 @@ def _gsplat_arguments(
         render_mode="RGB+ED" if return_depth else "RGB",
         rasterize_mode="classic",
     )
+
+
+def render_device(backend: str = "auto") -> torch.device:
+    """Where to pose the Gaussians for a backend: CUDA when it draws with gsplat, else the CPU.
+
+    Posing (FLAME, binding) on the device that rasterizes saves copying every Gaussian to the
+    GPU each frame; callers move their head model and avatar there once (`viewer.export`,
+    `viewer.app`)."""
+    if backend not in BACKENDS:
+        raise TalkingAvatarError(f"unknown render backend '{backend}'; use {', '.join(BACKENDS)}")
+    chosen = _choose_auto() if backend == "auto" else backend
+    return torch.device("cuda" if chosen == "gsplat" else "cpu")

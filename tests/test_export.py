@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from animator import Animator
 from animator.audio import load_audio
@@ -340,3 +342,35 @@ def test_failed_writes_leave_the_old_file_and_no_temporary(tmp_path, monkeypatch
         tmp.write_bytes(b"half")
         raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.npz"]
+
+
+def test_frames_are_posed_where_the_backend_draws() -> None:
+    from avatar.render import render_device
+
+    assert render_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert render_device("auto") == torch.device("cpu")
+    with pytest.raises(TalkingAvatarError, match="unknown render backend 'vulkan'"):
+        render_device("vulkan")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for gsplat")
+def test_gsplat_export_poses_on_the_gpu(head, avatar, tmp_path, monkeypatch) -> None:
+    """With gsplat, FLAME and the binding run on the GPU: pose() sees CUDA vertices."""
+    from animator import Animator
+
+    seen = []
+    original = type(avatar).pose
+
+    def spy(self, vertices):
+        seen.append(vertices.device.type)
+        return original(self, vertices)
+
+    monkeypatch.setattr(type(avatar), "pose", spy)
+    perf = Animator.load(head=head).animate(asset_path("speech", "sample.wav"), idle=False)
+    perf = replace(perf, params=perf.params.slice(0, 3))
+    export_mp4(perf, avatar, tmp_path / "g.mp4", head=head, width=64, height=64,
+               backend="gsplat", progress=False)  # fmt: skip
+    assert seen == ["cuda"] * 3
+    assert head.v_template.device.type == "cpu"  # the caller's head was not moved

@@ -16,6 +16,7 @@ browser's GPU to draw (`mode="splats"`). Importing this module starts nothing.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import socket
 import tempfile
@@ -35,10 +36,10 @@ from animator.emotion import EmotionTrack
 from avatar.binding import GaussianAvatar
 from avatar.camera import HEAD_FOV_Y, HEAD_TARGET, Camera, head_camera
 from avatar.errors import TalkingAvatarError
-from avatar.flame import FlameParams
+from avatar.flame import FlameModel, FlameParams
 from avatar.gaussians import Gaussians
 from avatar.image import to_uint8
-from avatar.render import render
+from avatar.render import render, render_device
 from viewer import _viser_compat as compat
 from viewer import gui as gui_layout
 from viewer.clip import Clip, make_clip
@@ -421,10 +422,11 @@ class ClientSession(UploadHandling, ExportHandling):
     def frame_source(self) -> FrameSource:
         """What the next frame depends on, read once from the controls (`viewer.frames`)."""
         anim, clip = self.app.animator, self.clip
+        head, avatar = self.app.render_models()
         with self._lock:
             blinks, head_motion, background = self.blinks, self.head_motion, self.background
         return FrameSource(
-            animator=anim, avatar=self.app.avatar, clip=clip, track=self.emotion_track(),
+            animator=anim, avatar=avatar, head=head, clip=clip, track=self.emotion_track(),
             idle=clip.idle(anim, blinks=blinks, head_motion=head_motion, seed=self.config.seed),
             backend=self.config.backend, background=background,
         )  # fmt: skip
@@ -602,12 +604,14 @@ class ViewerApp:
             self.animator, load_audio(audio_path), name=Path(audio_path).name,
             fps=self.config.anim_fps,
         )  # fmt: skip
+        #: Where frames are posed: the GPU when gsplat draws them (see `render_models`).
+        self.device = render_device(self.config.backend)
+        self._on_device: tuple | None = None
         # One tiny render now, so the renderer's one-off JIT compile (seconds on a new machine)
         # happens before the URL is printed, not on the first visitor's first frame.
+        head, avatar = self.render_models()
         render(
-            self.avatar.pose(self.animator.head.v_template),
-            head_camera("front", 32, 32),
-            backend=self.config.backend,
+            avatar.pose(head.v_template), head_camera("front", 32, 32), backend=self.config.backend
         )
         self.server: viser.ViserServer | None = None
         #: Uploads being decoded and analysed at once, server-wide (see MAX_PARALLEL_ANALYSES).
@@ -615,6 +619,18 @@ class ViewerApp:
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
         self._session_ready = threading.Condition(self._sessions_lock)
+
+    def render_models(self) -> tuple[FlameModel, GaussianAvatar]:
+        """The head model and avatar on the device that draws: the loaded ones on the CPU, a
+        copy of each on the GPU when gsplat renders (made once per avatar), so a frame is
+        posed there and no Gaussian crosses the bus."""
+        if self.device.type == "cpu":
+            return self.animator.head, self.avatar
+        key = (id(self.animator.head), id(self.avatar))
+        if self._on_device is None or self._on_device[0] != key:
+            head = copy.deepcopy(self.animator.head).to(self.device)
+            self._on_device = (key, head, self.avatar.to(self.device))
+        return self._on_device[1], self._on_device[2]
 
     @property
     def url(self) -> str:

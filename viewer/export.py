@@ -7,6 +7,7 @@ under a temporary name and renamed when complete: an error or Ctrl-C leaves no p
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from avatar.errors import TalkingAvatarError
 from avatar.flame import FlameModel
 from avatar.image import to_uint8
 from avatar.paths import ensure_folder
-from avatar.render import render
+from avatar.render import render, render_device
 
 NAMED_COLOURS = {
     "white": (1.0, 1.0, 1.0),
@@ -146,6 +147,9 @@ def export_mp4(
     frames = ensure_folder(frames_dir) if frames_dir is not None else None
     total = performance.num_frames
     fps = performance.fps
+    device = render_device(backend)
+    if device.type != "cpu":  # pose where gsplat draws: no per-frame copy of every Gaussian
+        head, avatar = copy.deepcopy(head).to(device), avatar.to(device)
     fixed = None if camera == "orbit" else camera_for_frame(camera, 0, fps, width, height)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(path, what="video") as tmp:
         speech, audio_args = _speech_source(performance, Path(scratch))

@@ -20,7 +20,7 @@ from animator.emotion import EmotionTrack
 from animator.idle import IdleLayer
 from avatar.binding import GaussianAvatar
 from avatar.camera import Camera, quat_to_matrix
-from avatar.flame import FlameParams
+from avatar.flame import FlameModel, FlameParams
 from avatar.gaussians import SH_C0, Gaussians
 from avatar.image import to_uint8
 from avatar.render import render
@@ -38,6 +38,9 @@ class FrameSource:
     idle: IdleLayer | None
     backend: str = "auto"
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: The head to pose on (default the animator's); the viewer passes a copy on the GPU when
+    #: gsplat draws, with `avatar` there too.
+    head: FlameModel | None = None
 
     @torch.no_grad()
     def params(self, frame: int) -> FlameParams:
@@ -53,7 +56,8 @@ class FrameSource:
     def gaussians(self, media_time: float) -> Gaussians:
         """The posed Gaussians at a media time: its frame's parameters on the avatar's head."""
         params = self.params(self.clip.frame_index(media_time))
-        vertices = self.animator.head(self.avatar.dress(params))[0]  # [V, 3]
+        head = self.head if self.head is not None else self.animator.head
+        vertices = head(self.avatar.dress(params))[0]  # [V, 3]
         return self.avatar.pose(vertices)
 
     def render(self, camera: Camera, media_time: float) -> np.ndarray:
@@ -70,6 +74,7 @@ def gaussians_to_splats(
     """viser's splat arrays from posed Gaussians: centres `[N, 3]`, covariances `[N, 3, 3]`
     (R diag(s^2) R^T, metres^2), RGB `[N, 3]` in [0, 1] (SH degree 0 only: viser's splats
     are view-independent) and opacities `[N, 1]`; float32."""
+    gaussians = gaussians.to("cpu")  # posed on the GPU when gsplat is there
     rot = quat_to_matrix(gaussians.quats)  # [N, 3, 3]
     scaled = rot * gaussians.scales[:, None, :]  # [N, 3, 3]: columns scaled by s
     cov = scaled @ scaled.transpose(1, 2)  # [N, 3, 3]
