@@ -38,6 +38,7 @@ from animator.models import (
     SpeechModelConfig,
 )
 from avatar.errors import TalkingAvatarError
+from avatar.threads import TrainingThreads
 
 
 @dataclass
@@ -405,6 +406,7 @@ def train_speech_model(
     state: dict | None = None,
     lip_basis: torch.Tensor | None = None,
     gap_basis: torch.Tensor | None = None,
+    threads: TrainingThreads | None = None,
 ) -> SpeechModel:
     """Stage 1 on the training split: MSE on motion coefficients plus their velocity, plus
     (with `lip_basis` `[C, 3L]`, the basis rows of the lip vertices) an MSE on the lips, plus
@@ -443,6 +445,8 @@ def train_speech_model(
         range(cfg.stage1_steps), desc="stage 1: speech model", disable=not (progress and _is_main())
     )
     for step in bar:
+        if threads is not None:
+            threads.update()
         coeffs, mel, style, phones = _crop_batch(
             train, gen, cfg.batch, cfg.crop_frames, with_audio=True
         )
@@ -535,6 +539,7 @@ def train_fusion(
     log: Callable[[str], None] = print,
     progress: bool = True,
     state: dict | None = None,
+    threads: TrainingThreads | None = None,
 ) -> FusionModule:
     """Stage 2: reconstruct talking (from stage-1 output) and expression sequences with the
     two bases; L1 on the off-domain weights keeps speech out of w_E and expression out of w_A."""
@@ -577,6 +582,8 @@ def train_fusion(
         range(cfg.stage2_steps), desc="stage 2: fusion", disable=not (progress and _is_main())
     )
     for step in bar:
+        if threads is not None:
+            threads.update()
         tb = _crop_batch(pairs, gen, half, cfg.crop_frames, with_audio=False).coeffs
         eb = _crop_batch(expr_train, gen, half, cfg.crop_frames, with_audio=False).coeffs
         tb, eb = _shard(tb), _shard(eb)
@@ -644,8 +651,12 @@ def train(
     head=None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict:
     """Train every stage and write the checkpoint folder `out`; returns the run summary.
+
+    `threads` fixes torch's thread count; None follows the cores other processes leave free
+    (`avatar.threads.TrainingThreads`), so a busy machine does not slow every step.
 
     With `resume`, the speech model (stage 1, the long part) is taken from that checkpoint
     instead of trained again: a run stopped after stage 1 resumes there, and fusion variants
@@ -657,6 +668,7 @@ def train(
 
     cfg = cfg or TrainConfig()
     init_distributed()
+    pacer = TrainingThreads(threads)
     started = time.perf_counter()
     head = head if head is not None else load_flame()
     resumed: dict[str, torch.Tensor] = {}
@@ -702,6 +714,7 @@ def train(
         state=sub("speech"),
         lip_basis=lip_basis,
         gap_basis=lip_gap_basis(basis, head),
+        threads=pacer,
     )
     base_config = {
         "train": train_config_dict(cfg),
@@ -733,6 +746,7 @@ def train(
         head.num_vertices,
         log=log,
         progress=progress,
+        threads=pacer,
     )
     codes = emotion_codes(fusion, expr, cfg.fps)
     blendshapes = torch.cat(

@@ -21,6 +21,12 @@ bits: 0.48 ms for 97k Gaussians where np.sort on the packed keys took 3.8 ms on 
 over whole 16-pixel tile rows, branch-free, with a polynomial exp, so LLVM turns each row into a
 few SIMD instructions (pip's llvmlite has no vector `exp`). See shared/notes/cpu-raster.md.
 
+Threads: the kernels run on numba's TBB layer (avatar/threads.py: one work-stealing pool shared
+by every calling thread, idle workers asleep), and the projection, gather and compositing loops
+hand out small chunks rather than one half per thread, so a frame degrades in proportion to the
+CPU time it gets when another process takes a core. Safe to call from several threads at once
+(the viewer renders one frame per tab). The binning stays one run per thread (faster).
+
 Vector width is LLVM's choice for the host CPU (numba compiles for the machine it runs on, so
 nothing here assumes AVX-512). On AMD Zen 4 it already picks 512-bit vectors; on Intel AVX-512
 parts LLVM prefers 256-bit, which the note measured 1.5x slower on the kernels. Changing that
@@ -38,7 +44,11 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from avatar import threads
 from avatar.errors import TalkingAvatarError
+
+# numba's kernels run on TBB (one pool for every calling thread); must precede their first call.
+threads.use_tbb()
 
 #: Tile side in pixels (gsplat's default; the compositing kernel is written for 16).
 TILE = 16
@@ -53,6 +63,13 @@ EPS2D = 0.3
 #: Gaussians whose camera-space depth lies outside [NEAR_PLANE, FAR_PLANE] metres are culled.
 NEAR_PLANE = 0.01
 FAR_PLANE = 1e10
+
+# Work items a thread takes at a time (numba's parallel chunk size): small chunks let an idle
+# thread take work from one the OS has descheduled (another process on its core), so a frame
+# degrades with the CPU time it gets instead of waiting on its slower half. Also faster on a
+# quiet machine: tiles differ in cost, and 4 tiles per chunk measured best (docs/performance.md).
+_TILES_PER_CHUNK = 4
+_GAUSSIANS_PER_CHUNK = 4096
 
 # Why a Gaussian was culled (RasterResult.status).
 VISIBLE, CULL_DEPTH, CULL_OFFSCREEN, CULL_TRANSPARENT, CULL_BACKFACE = 0, 1, 2, 3, 4
@@ -389,6 +406,7 @@ def _composite_py(
     height,
     background,  # [3] f32
     with_depth,
+    clamp,
     out_color,  # [H, W, 3] f32 out
     out_alpha,  # [H, W] f32 out
     out_depth,  # [H, W] f32 out (expected depth; zero where nothing was drawn)
@@ -487,9 +505,17 @@ def _composite_py(
                 k = row * TILE + col
                 trans = abs(state[k])
                 acc = _F1 - trans
-                out_color[yy, xx, 0] = state[npx + k] + trans * background[0]
-                out_color[yy, xx, 1] = state[2 * npx + k] + trans * background[1]
-                out_color[yy, xx, 2] = state[3 * npx + k] + trans * background[2]
+                red = state[npx + k] + trans * background[0]
+                green = state[2 * npx + k] + trans * background[1]
+                blue = state[3 * npx + k] + trans * background[2]
+                if clamp:
+                    red = min(max(red, _F0), _F1)
+                    green = min(max(green, _F0), _F1)
+                    blue = min(max(blue, _F0), _F1)
+                    acc = min(max(acc, _F0), _F1)
+                out_color[yy, xx, 0] = red
+                out_color[yy, xx, 1] = green
+                out_color[yy, xx, 2] = blue
                 out_alpha[yy, xx] = acc
                 if with_depth:
                     out_depth[yy, xx] = state[4 * npx + k] / max(acc, np.float32(1e-10))
@@ -566,6 +592,7 @@ def rasterize(
     normals: torch.Tensor | None = None,
     backface_culling: bool = False,
     return_depth: bool = False,
+    clamp: bool = False,
     eps2d: float = EPS2D,
     near_plane: float = NEAR_PLANE,
     far_plane: float = FAR_PLANE,
@@ -589,6 +616,8 @@ def rasterize(
         backface_culling: drop Gaussians whose normal faces away from the camera. Faster, but
             not lossless: where the front layer leaves T above 1e-4, back surfels show.
         return_depth: also return the expected depth image.
+        clamp: clamp colour and alpha to [0, 1] as they are written (what `render` returns),
+            which leaves no pass over the image to torch's threads.
         eps2d, near_plane, far_plane: as in gsplat.
     """
     kern = _kernels()
@@ -614,25 +643,26 @@ def rasterize(
     record = np.empty((n, 7), np.float32)  # [N, 7]
     rect = np.empty((n, 4), np.int32)  # [N, 4]
     status = np.empty(n, np.int8)  # [N]
-    kern.project(
-        means_np,
-        _f32(quats),
-        _f32(scales),
-        _f32(opacities).reshape(-1),
-        normals_np,
-        use_normals,
-        viewmat_np,
-        intr,
-        float(width),
-        float(height),
-        float(eps2d),
-        float(near_plane),
-        float(far_plane),
-        depth,
-        record,
-        rect,
-        status,
-    )
+    with numba.parallel_chunksize(_GAUSSIANS_PER_CHUNK):
+        kern.project(
+            means_np,
+            _f32(quats),
+            _f32(scales),
+            _f32(opacities).reshape(-1),
+            normals_np,
+            use_normals,
+            viewmat_np,
+            intr,
+            float(width),
+            float(height),
+            float(eps2d),
+            float(near_plane),
+            float(far_plane),
+            depth,
+            record,
+            rect,
+            status,
+        )
     lap("project")
 
     # one global depth sort of the visible Gaussians (float32 depth, ties by index)
@@ -663,7 +693,9 @@ def rasterize(
     lap("color")
     packed = np.empty((m, _NREC), np.float32)  # [M, 12]
     rect_sorted = np.empty((m, 4), np.int32)  # [M, 4]
-    kern.gather(order, record, depth, sh_dc, colors, sh_degree == 0, rect, packed, rect_sorted)
+    with numba.parallel_chunksize(_GAUSSIANS_PER_CHUNK):
+        kern.gather(order, record, depth, sh_dc, colors, sh_degree == 0, rect, packed, rect_sorted)
+    # one run per thread: more runs (for balance) measured 2x slower, more counters to merge
     offsets, ids = kern.bin(rect_sorted, tiles_x, tiles_y, max(1, numba.get_num_threads()))
     lap("bin")
 
@@ -671,20 +703,22 @@ def rasterize(
     out_color = np.empty((height, width, 3), np.float32)  # [H, W, 3]
     out_alpha = np.empty((height, width), np.float32)  # [H, W]
     out_depth = np.empty((height, width) if return_depth else (1, 1), np.float32)  # [H, W]
-    kern.composite(
-        packed,
-        rect_sorted,
-        offsets,
-        ids,
-        tiles_x,
-        width,
-        height,
-        bg,
-        bool(return_depth),
-        out_color,
-        out_alpha,
-        out_depth,
-    )
+    with numba.parallel_chunksize(_TILES_PER_CHUNK):
+        kern.composite(
+            packed,
+            rect_sorted,
+            offsets,
+            ids,
+            tiles_x,
+            width,
+            height,
+            bg,
+            bool(return_depth),
+            bool(clamp),
+            out_color,
+            out_alpha,
+            out_depth,
+        )
     lap("composite")
     return RasterResult(
         color=torch.from_numpy(out_color),

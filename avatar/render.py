@@ -264,13 +264,9 @@ def _render_cpu(
         normals=gaussians.normals,
         backface_culling=backface_culling,
         return_depth=return_depth,
+        clamp=True,
     )
-    return RenderOutput(
-        color=out.color.clamp_(0.0, 1.0),
-        alpha=out.alpha.clamp_(0.0, 1.0),
-        depth=out.depth,
-        backend="cpu",
-    )
+    return RenderOutput(color=out.color, alpha=out.alpha, depth=out.depth, backend="cpu")
 
 
 def _render_gsplat(

@@ -4,12 +4,19 @@
     .venv/bin/python benchmarks/raster.py --quick     # 512 px only
     .venv/bin/python benchmarks/raster.py --ply PATH  # another avatar than the default one
     .venv/bin/python benchmarks/raster.py --synthetic  # also the note's synthetic 30k/100k heads
+    .venv/bin/python benchmarks/raster.py --contention  # only quiet vs one busy core, 30k/100k
 
 Per configuration: median ms per frame over >= 20 frames after warm-up, with the configurations
 interleaved over several rounds (the machine may be shared: the load average is printed), the
 speed-up over the brute-force reference (timed at a small size and scaled by pixel count), how
 many Gaussians were drawn or culled, the (tile, Gaussian) pairs, and the stage split. Each row is
 run with back-face culling off (the default) and on, with the image difference between the two.
+
+Then (alone with --contention, skipped with --no-contention): `avatar.render.render` back to back (what the viewer and the exporter call)
+on the synthetic 30k and 100k heads at 512 px, in rounds that alternate a quiet machine with one
+where another process keeps one core busy (a Python busy loop), and, as the viewer does with
+several tabs, three threads rendering at once; per row the median ms per frame, quiet and busy,
+their ratio and the busy 90th percentile, all from the same run.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import argparse
 import math
 import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -176,6 +185,83 @@ def reference_ms_per_pixel(scene: Gaussians, name: str, size: int) -> float:
     return 1e3 * (time.perf_counter() - start) / size**2
 
 
+#: A process that keeps one core busy until killed.
+BUSY_LOOP = "while True: pass"
+
+
+def _frames(scene: Gaussians, camera: Camera, frames: int, callers: int) -> list[float]:
+    """ms per frame of `render` back to back; with `callers` > 1, that many threads rendering
+    at once (as the viewer's tabs do), each frame costing the batch's wall time / frames."""
+    from avatar.render import render
+
+    if callers == 1:
+        times = []
+        for _ in range(frames):
+            t0 = time.perf_counter()
+            render(scene, camera, backend="cpu")
+            times.append(1e3 * (time.perf_counter() - t0))
+        return times
+    per_caller = max(1, frames // callers)
+
+    def work() -> None:
+        for _ in range(per_caller):
+            render(scene, camera, backend="cpu")
+
+    workers = [threading.Thread(target=work) for _ in range(callers)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return [1e3 * (time.perf_counter() - t0) / (per_caller * callers)]
+
+
+def contention(rounds: int, frames: int, quiet_wait: float) -> None:
+    """Quiet vs one busy core, rounds interleaved, ratios from this run (see the docstring)."""
+    from avatar import threads
+
+    size = 512
+    camera = synthetic_camera(size)
+    scenes = {f"{n // 1000}k": make_scene(n, seed=0) for n in (30_000, 100_000)}
+    rows = [(name, callers) for name in scenes for callers in (1, 3)]
+    for name, _ in rows:  # compile (or load the cache) and warm up
+        _frames(scenes[name], camera, 3, 1)
+    print(
+        f"contention: {size}x{size}, numba threading layer {threads.threading_layer()} "
+        f"({cpu_raster.numba.get_num_threads()} threads), torch threads "
+        f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+        f"; load average before: {os.getloadavg()}"
+    )
+    times: dict[tuple, list[float]] = {(r, busy): [] for r in rows for busy in (False, True)}
+    for _ in range(rounds):
+        for busy in (False, True):
+            if quiet_wait > 0:
+                wait_until_quiet(quiet_wait)
+            hog = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if busy else None
+            try:
+                time.sleep(0.3)  # let the busy loop start
+                for name, callers in rows:
+                    n = frames if name == "30k" else max(4, frames // 3)
+                    if callers > 1:
+                        n = 3 * max(2, n // 3)
+                    times[((name, callers), busy)] += _frames(scenes[name], camera, n, callers)
+            finally:
+                if hog is not None:
+                    hog.kill()
+                    hog.wait()
+    print(f"load average after: {os.getloadavg()}")
+    print(
+        f"{'scene':>7} {'callers':>7} {'quiet ms':>9} {'busy ms':>8} {'ratio':>6} {'busy p90':>9}"
+    )
+    for row in rows:
+        quiet, busy = times[(row, False)], times[(row, True)]
+        q, b = statistics.median(quiet), statistics.median(busy)
+        p90 = float(np.percentile(busy, 90))
+        name, callers = row
+        print(f"{name:>7} {callers:>7} {q:9.2f} {b:8.2f} {b / q:6.2f} {p90:9.2f}")
+    print("  (callers 3: three threads rendering at once; ms = wall time / frames, all threads)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ply", help="a 3DGS or avatar PLY instead of the default avatar")
@@ -192,7 +278,18 @@ def main() -> None:
         help="before each batch of frames, wait up to this many seconds for the CPUs to be "
         ">= 85 %% idle (the machine may be shared); 0 to not wait",
     )
+    parser.add_argument(
+        "--contention",
+        action="store_true",
+        help="only the quiet vs one-busy-core comparison (30k and 100k at 512 px)",
+    )
+    parser.add_argument(
+        "--no-contention", action="store_true", help="skip that comparison after the figures"
+    )
     args = parser.parse_args()
+    if args.contention:
+        contention(args.rounds, args.frames, args.quiet_wait)
+        return
 
     sizes = (512,) if args.quick else (256, 512, 1024)
     name = os.path.basename(args.ply) if args.ply else "default avatar"
@@ -274,6 +371,8 @@ def main() -> None:
                 f"of covered pixels differ by > 1/255, max {float(diff.max()):.3f}, "
                 f"PSNR {psnr:.1f} dB"
             )
+    if not args.no_contention:
+        contention(args.rounds, args.frames, args.quiet_wait)
 
 
 if __name__ == "__main__":

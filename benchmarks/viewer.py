@@ -5,7 +5,9 @@ Clients are raw websocket connections speaking viser's protocol (tests/test_view
 FakePage) with a 512x512 canvas, so the figures are the server's: frames leaving it. Prints;
 asserts nothing. The machine is shared, so the load average is printed with the figures.
 
-Run: `.venv/bin/python benchmarks/viewer.py [--seconds 6] [--size 512] [--browser]`.
+Run: `.venv/bin/python benchmarks/viewer.py [--seconds 6] [--size 512] [--browser]
+[--gaussians N]` (N: an avatar built with N Gaussians instead of the default one's 40k; the
+process runs on `talking-avatar view`'s thread policy, avatar/threads.py).
 """
 
 from __future__ import annotations
@@ -143,15 +145,30 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--browser", action="store_true", help="also measure drift in Chromium")
+    ap.add_argument("--gaussians", type=int, default=None, help="build an avatar this large")
+    ap.add_argument("--fps-only", action="store_true", help="only frames per second")
     args = ap.parse_args()
+
+    from avatar.threads import configure_interactive
+
+    configure_interactive()  # as `talking-avatar view` does, before torch loads
 
     from animator import Animator
     from avatar.builder import load_avatar
     from avatar.flame import load_flame
 
     head = load_flame()
-    models = (Animator.load(head=head), load_avatar(None, head))
-    print(f"CPU cores: {os.cpu_count()}, load average before: {_load()}")
+    if args.gaussians:
+        from avatar.builder import build_default_avatar
+
+        avatar = build_default_avatar(head, count=args.gaussians)
+    else:
+        avatar = load_avatar(None, head)
+    models = (Animator.load(head=head), avatar)
+    print(
+        f"CPU cores: {os.cpu_count()}, load average before: {_load()}; "
+        f"avatar of {len(avatar)} Gaussians"
+    )
     for mode in ("image", "splats"):
         for clients in (1, 3):
             fps = measure_fps(models, mode, clients, args.size, args.seconds)
@@ -160,6 +177,8 @@ def main() -> None:
                 + ", ".join(f"{f:.1f}" for f in fps)
                 + f" fps per client (target 25); load {_load()}"
             )
+    if args.fps_only:
+        return
     for playing in (False, True):
         lat = measure_latency(models, args.size, playing)
         state = "playing" if playing else "paused "

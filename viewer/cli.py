@@ -15,6 +15,10 @@ from avatar.errors import TalkingAvatarError
 
 Handler = Callable[[argparse.Namespace], int | None]
 
+#: Subcommands that render frames while a person waits (the viewer), run on the interactive
+#: thread policy of avatar/threads.py; `train` paces its own threads.
+_INTERACTIVE = ("demo", "view")
+
 
 def _add_flame_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -104,7 +108,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", default=None, metavar="CKPT", help="reuse finished stages")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process (default: the cores other processes leave free, "
+        "re-read every 5 s)",
     )
     train.add_argument("--stage1-steps", type=int, default=None)
     train.add_argument("--stage2-steps", type=int, default=None)
@@ -286,16 +294,12 @@ def _run_demo(args: argparse.Namespace) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    import torch
-
     from animator.train import TrainConfig, train
     from avatar.atomic import check_output_path
     from avatar.flame import load_flame
 
     check_output_path(args.out, what="--out", folder=True)  # before reading any data
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
     overrides = {
         "seed": args.seed,
         "stage1_steps": args.stage1_steps,
@@ -316,6 +320,7 @@ def _run_train(args: argparse.Namespace) -> None:
         cfg,
         resume=args.resume,
         head=load_flame(args.flame),
+        threads=args.threads,
     )
 
 
@@ -491,6 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command in _INTERACTIVE:
+        from avatar.threads import configure_interactive
+
+        configure_interactive()  # before anything imports torch: see avatar/threads.py
     try:
         status = args.handler(args)
     except TalkingAvatarError as err:
