@@ -31,7 +31,6 @@ from avatar.camera import Camera, head_camera
 from avatar.flame import load_flame
 from viewer import _viser_compat as compat
 from viewer.app import (
-    MAX_UPLOAD_BYTES,
     AudioClock,
     ClientSession,
     ViewerApp,
@@ -41,6 +40,7 @@ from viewer.app import (
 from viewer.frames import image_size
 from viewer.origins import OriginPolicy, normalize_origin
 from viewer.playback import ERROR_WINDOW, ClockReport, audio_element_js, command_js
+from viewer.upload import MAX_UPLOAD_BYTES
 
 pytestmark = pytest.mark.filterwarnings("ignore:Queued a .* on a closed connection")
 SIZE = 128  # small frames keep the suite fast; the benchmark measures 512

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,7 @@ import torch
 import viser
 
 from animator.animator import Animator
-from animator.audio import DEFAULT_FPS, load_audio
-from animator.emotion import EmotionTrack
+from animator.audio import load_audio
 from avatar.binding import GaussianAvatar
 from avatar.camera import HEAD_FOV_Y, HEAD_TARGET, Camera, head_camera
 from avatar.errors import TalkingAvatarError
@@ -43,18 +41,17 @@ from avatar.render import render, render_device
 from viewer import _viser_compat as compat
 from viewer import gui as gui_layout
 from viewer.clip import Clip, make_clip
+from viewer.config import MODES, ViewerConfig
 from viewer.exporting import ExportHandling
 from viewer.frames import FrameSource, gaussians_to_splats, image_size
 from viewer.origins import OriginPolicy
 from viewer.playback import AudioClock, ClockReport, audio_element_js, command_js
+from viewer.recording import RecordingHandling
 from viewer.upload import (
     MAX_PARALLEL_ANALYSES,
-    MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_SECONDS,
     UploadHandling,
 )
 
-MODES = ("image", "splats")
 #: Frames and slider-to-frame latencies kept per session for statistics (the newest ones):
 #: at 25 fps, 20 000 frames are the last 13 minutes.
 FRAME_LOG_LEN = 20_000
@@ -64,52 +61,6 @@ LATENCY_LOG_LEN = 2_000
 CAMERA_REST_S = 0.25
 #: How often the timeline slider and the plot's playhead follow playback (seconds).
 GUI_FOLLOW_S = 0.25
-
-
-@dataclass
-class ViewerConfig:
-    """What `talking-avatar view` serves.
-
-    Attributes:
-        audio: speech to start with (default: the bundled sample).
-        avatar: PLY or GaussianAvatars folder (default: the bundled avatar).
-        checkpoint: animator checkpoint folder (default: the bundled one).
-        flame: FLAME-format head model (default: $TALKING_AVATAR_FLAME, else the bundled head).
-        host, port: where to listen; 127.0.0.1 keeps the viewer on this machine.
-        mode: "image" (server renders JPEG frames) or "splats" (the browser draws the Gaussians).
-        render_fps: target frames per second of each client's render loop.
-        anim_fps: frame rate of the animation (speech weights are sampled at it).
-        max_side: frames have about max_side^2 pixels when the camera rests (max_side x
-            max_side on a square canvas), shaped like the browser's canvas.
-        moving_side: the same while the camera moves.
-        lead_s: render the audio time this far ahead (seconds): a frame takes about this long
-            from the server to the screen (measured in shared/notes/viser.md).
-        jpeg_quality: JPEG quality of the frames (1-100).
-        seed: seed of the idle layer.
-        backend: renderer backend (auto, cpu, gsplat).
-        allow_origins: web origins, besides the viewer's own page, whose pages may connect
-            (`viewer.origins`), e.g. ("https://avatar.example.org",) behind a reverse proxy.
-        max_upload_bytes, max_upload_seconds: the largest and longest speech upload accepted.
-    """
-
-    audio: str | Path | None = None
-    avatar: str | Path | None = None
-    checkpoint: str | Path | None = None
-    flame: str | Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    mode: str = "image"
-    render_fps: float = 25.0
-    anim_fps: float = DEFAULT_FPS
-    max_side: int = 512
-    moving_side: int = 256
-    lead_s: float = 0.09
-    jpeg_quality: int = 85
-    seed: int = 0
-    backend: str = "auto"
-    allow_origins: tuple[str, ...] = ()
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
-    max_upload_seconds: float = MAX_UPLOAD_SECONDS
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -135,7 +86,7 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-class ClientSession(UploadHandling, ExportHandling):
+class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
     """One browser tab: its controls, audio clock, render loop, recording and export.
 
     Thread model: viser calls the callbacks on its thread pool; the render loop runs on its own
@@ -355,69 +306,7 @@ class ClientSession(UploadHandling, ExportHandling):
             )  # fmt: skip
             self.controls.start.visible = True
 
-    # -- recording -----------------------------------------------------------------------
-
-    def _on_record(self) -> None:
-        if self.controls.record.value:
-            self._record_key()
-        self._update_track_info()
-        self._changed()
-
-    def _record_key(self) -> None:
-        """A key at the current audio time with the current sliders (replacing one at the
-        same millisecond)."""
-        t = round(self.clock.position(), 3)
-        with self._lock:
-            self.track_keys[t] = dict(self.mix)
-        self._update_track_info()
-
-    def recorded_track(self) -> EmotionTrack | None:
-        with self._lock:
-            keys = sorted(self.track_keys.items())
-        if not keys:
-            return None
-        return EmotionTrack.from_list([{"t": t, "mix": mix} for t, mix in keys])
-
-    def _clear_track(self) -> None:
-        with self._lock:
-            self.track_keys.clear()
-        self._update_track_info()
-        self._update_plot()
-        self._changed()
-
-    def _update_track_info(self) -> None:
-        n = len(self.track_keys)
-        rec = " (recording)" if self.controls.record.value else ""
-        self.controls.track_info.content = (
-            f"{n} key{'s' * (n != 1)}{rec}." if n else f"No track recorded{rec}."
-        )
-
-    def track_json(self) -> bytes:
-        import json
-
-        track = self.recorded_track()
-        return (json.dumps(track.to_list() if track else [], indent=1) + "\n").encode()
-
-    def save_track(self) -> None:
-        """Offer the recorded track as JSON (the CLI's --track format) for download."""
-        if self.recorded_track() is None:
-            self.client.add_notification(
-                "No track", "Tick Record and move sliders while playing.", auto_close_seconds=5
-            )
-            return
-        self.client.send_file_download("emotion_track.json", self.track_json())
-
     # -- the picture -----------------------------------------------------------------------
-
-    def emotion_track(self) -> EmotionTrack:
-        """What drives the emotions, the one rule for the picture, the plot and export: the
-        recorded track when "follow track" is on and a track exists (not while recording: then
-        the sliders being recorded do), else the sliders, held."""
-        if self.controls.follow_track.value and not self.controls.record.value:
-            track = self.recorded_track()
-            if track is not None:
-                return track
-        return EmotionTrack.constant(self.current_mix())
 
     def frame_source(self) -> FrameSource:
         """What the next frame depends on, read once from the controls (`viewer.frames`)."""
