@@ -36,7 +36,18 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Make a 3D Gaussian head avatar speak any audio with the emotions you choose.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(sub)
+    _add_avatar(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_retarget(sub)
+    _add_animate(sub)
+    _add_render(sub)
+    _add_view(sub)
+    return parser
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="run the main job on the embedded defaults")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.add_argument(
@@ -47,6 +58,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_flame_flag(demo)
     demo.set_defaults(handler=_run_demo)
 
+
+def _add_avatar(sub) -> None:
     head = sub.add_parser("avatar", help="the head model and avatars: inspect, export")
     head_sub = head.add_subparsers(dest="avatar_command", metavar="ACTION", required=True)
     export = head_sub.add_parser(
@@ -96,6 +109,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_data_commands(sub)
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train",
         help="train the animator (speech model, fusion blendshapes, emotions, FLAME mapping)",
@@ -138,6 +153,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_flame_flag(train)
     train.set_defaults(handler=_run_train)
 
+
+def _add_eval(sub) -> None:
     ev = sub.add_parser(
         "eval", help="evaluate an animator on held-out speakers: LVE, FDD, closure, leak, ..."
     )
@@ -156,6 +173,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_flame_flag(ev)
     ev.set_defaults(handler=_run_eval)
 
+
+def _add_retarget(sub) -> None:
     retarget = sub.add_parser(
         "retarget",
         help="fit the animator to your FLAME model (--flame), once; later runs read the cache",
@@ -164,6 +183,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_flame_flag(retarget)
     retarget.set_defaults(handler=_run_retarget)
 
+
+def _add_animate(sub) -> None:
     anim = sub.add_parser(
         "animate",
         help="speech (+ emotions) -> a performance (.npz of FLAME params) or ARKit-52 curves",
@@ -179,6 +200,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     anim.set_defaults(handler=_run_animate)
 
+
+def _add_render(sub) -> None:
     rend = sub.add_parser("render", help="speech (+ emotions) -> an MP4 of the avatar with sound")
     _add_performance_flags(rend)
     rend.add_argument(
@@ -197,6 +220,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--out", required=True, metavar="OUT.mp4")
     rend.set_defaults(handler=_run_render)
 
+
+def _add_view(sub) -> None:
     view = sub.add_parser(
         "view", help="open the avatar in the browser: play speech, move emotions, record, export"
     )
@@ -221,7 +246,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_flame_flag(view)
     view.set_defaults(handler=_run_view)
-    return parser
 
 
 def _add_performance_flags(p: argparse.ArgumentParser) -> None:
