@@ -395,6 +395,45 @@ def _velocity(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------- stages
+def _optimise(
+    model: nn.Module,
+    cfg: TrainConfig,
+    steps: int,
+    *,
+    seed: int,
+    desc: str,
+    step_loss: Callable[[nn.Module, torch.Generator], tuple[torch.Tensor, dict]],
+    postfix: Callable[[dict], dict[str, str]],
+    validate: Callable[[int, dict], None],
+    progress: bool,
+    threads: TrainingThreads | None,
+) -> None:
+    """The one training loop of both stages: AdamW with a one-cycle schedule over `steps`
+    batches; `step_loss(net, gen)` crops a batch with the loop's generator and returns the loss
+    and what to show (`postfix` every 10 steps on the progress bar, `validate(step, shown)`
+    every `cfg.val_every` steps on the main process). `net` is the model wrapped for
+    distributed training when torchrun started us."""
+    from tqdm import tqdm
+
+    net = _wrap(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(steps), desc=desc, disable=not (progress and _is_main()))
+    for step in bar:
+        if threads is not None:
+            threads.update()
+        loss, shown = step_loss(net, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            bar.set_postfix(postfix(shown))
+        if _is_main() and (step + 1) % cfg.val_every == 0:
+            validate(step + 1, shown)
+
+
 def train_speech_model(
     talk: list[Clip],
     cfg: TrainConfig,
@@ -413,7 +452,6 @@ def train_speech_model(
     (with `gap_basis` `[C, K]`, the change of each central inner-lip column's gap per
     coefficient) an MSE on the lip gaps that counts shut frames `closure_emphasis` more: a
     plain MSE smooths a 60 ms closure into a half-open mouth."""
-    from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     model = SpeechModel(
@@ -435,18 +473,8 @@ def train_speech_model(
         return model
     train = [c for c in talk if c.split == "train"]
     val = [c for c in talk if c.split == "val"]
-    net = _wrap(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, cfg.lr, total_steps=cfg.stage1_steps, pct_start=0.1
-    )
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    bar = tqdm(
-        range(cfg.stage1_steps), desc="stage 1: speech model", disable=not (progress and _is_main())
-    )
-    for step in bar:
-        if threads is not None:
-            threads.update()
+
+    def step_loss(net: nn.Module, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         coeffs, mel, style, phones = _crop_batch(
             train, gen, cfg.batch, cfg.crop_frames, with_audio=True
         )
@@ -485,17 +513,20 @@ def train_speech_model(
             loss = (
                 loss + cfg.gap_weight * scale * (weight * (pred @ gap_basis - gap_true) ** 2).mean()
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3e}")
-        if val and _is_main() and (step + 1) % cfg.val_every == 0:
+        return loss, {"loss": loss}
+
+    def validate(step: int, shown: dict) -> None:
+        if val:
             err = _speech_val_error(model, val)
             log(
-                f"stage 1 step {step + 1}: train loss {loss.item():.3e}, val rms {err * 1000:.2f} mm"
+                f"stage 1 step {step}: train loss {shown['loss'].item():.3e}, val rms {err * 1000:.2f} mm"
             )
+
+    _optimise(
+        model, cfg, cfg.stage1_steps, seed=cfg.seed + 1, desc="stage 1: speech model",
+        step_loss=step_loss, postfix=lambda shown: {"loss": f"{shown['loss'].item():.3e}"},
+        validate=validate, progress=progress, threads=threads,
+    )  # fmt: skip
     return model.eval()
 
 
@@ -543,7 +574,6 @@ def train_fusion(
 ) -> FusionModule:
     """Stage 2: reconstruct talking (from stage-1 output) and expression sequences with the
     two bases; L1 on the off-domain weights keeps speech out of w_E and expression out of w_A."""
-    from tqdm import tqdm
 
     lam = cfg.sparsity if sparsity is None else sparsity
     torch.manual_seed(cfg.seed + 2)
@@ -570,20 +600,10 @@ def train_fusion(
         for x, c in zip(talk_inputs, talk_targets, strict=True)
     ]
     expr_train = [c for c in expr if c.split == "train"]
-    net = _wrap(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, cfg.lr, total_steps=cfg.stage2_steps, pct_start=0.1
-    )
-    gen = torch.Generator().manual_seed(cfg.seed + 3)
     c_dim = cfg.components
     half = cfg.batch // 2
-    bar = tqdm(
-        range(cfg.stage2_steps), desc="stage 2: fusion", disable=not (progress and _is_main())
-    )
-    for step in bar:
-        if threads is not None:
-            threads.update()
+
+    def step_loss(net: nn.Module, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
         tb = _crop_batch(pairs, gen, half, cfg.crop_frames, with_audio=False).coeffs
         eb = _crop_batch(expr_train, gen, half, cfg.crop_frames, with_audio=False).coeffs
         tb, eb = _shard(tb), _shard(eb)
@@ -595,17 +615,20 @@ def train_fusion(
         # Sparsity: L1 on the weights each domain should not use (w_E on speech, w_A on
         # expressions), in the reconstruction loss's units (coefficients squared).
         sparse = t_we.abs().mean() + e_wa.abs().mean()
-        loss = rec + cfg.velocity_weight * vel + lam * sparse
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 10 == 0:
-            bar.set_postfix(rec=f"{rec.item():.3e}", off=f"{sparse.item():.3f}")
-        if _is_main() and (step + 1) % cfg.val_every == 0:
-            log(
-                f"stage 2 step {step + 1}: reconstruction {rec.item():.3e}, off-domain |w| {sparse.item():.3f}"
-            )
+        return rec + cfg.velocity_weight * vel + lam * sparse, {"rec": rec, "off": sparse}
+
+    def validate(step: int, shown: dict) -> None:
+        log(
+            f"stage 2 step {step}: reconstruction {shown['rec'].item():.3e}, off-domain |w| {shown['off'].item():.3f}"
+        )
+
+    _optimise(
+        model, cfg, cfg.stage2_steps, seed=cfg.seed + 3, desc="stage 2: fusion",
+        step_loss=step_loss, validate=validate, progress=progress, threads=threads,
+        postfix=lambda shown: {
+            "rec": f"{shown['rec'].item():.3e}", "off": f"{shown['off'].item():.3f}"
+        },
+    )  # fmt: skip
     return model.eval()
 
 
