@@ -76,7 +76,7 @@ def write_contact_sheet(
     `flame` names) to a PNG, atomically."""
     import imageio.v3 as iio
 
-    from avatar.builder import load_avatar
+    from avatar.avatars import load_avatar
     from avatar.flame import load_flame
 
     if not 64 <= size <= 2048:

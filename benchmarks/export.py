@@ -19,7 +19,7 @@ import json, resource, sys, time
 import numpy as np
 from animator import Animator
 from animator.audio import SAMPLE_RATE, Audio, load_audio
-from avatar.builder import load_avatar
+from avatar.avatars import load_avatar
 from avatar.paths import asset_path
 from viewer.export import export_mp4
 

@@ -107,7 +107,7 @@ def camera_for(scene: str, size: int) -> Camera:
 def load_ply_scene(path: str | None) -> Gaussians:
     """Gaussians from a 3DGS PLY; a triangle-bound avatar (the default one when path is None)
     is posed on the bundled head's neutral mesh."""
-    from avatar.builder import load_avatar
+    from avatar.avatars import load_avatar
     from avatar.flame import load_flame
     from avatar.ply import read_ply
 

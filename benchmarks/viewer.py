@@ -154,7 +154,7 @@ def main() -> None:
     configure_interactive()  # as `talking-avatar view` does, before torch loads
 
     from animator import Animator
-    from avatar.builder import load_avatar
+    from avatar.avatars import load_avatar
     from avatar.flame import load_flame
 
     head = load_flame()

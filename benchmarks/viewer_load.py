@@ -154,7 +154,7 @@ def main() -> None:
     from viewer_client import FakePage
 
     from animator import Animator
-    from avatar.builder import load_avatar
+    from avatar.avatars import load_avatar
     from avatar.flame import load_flame
     from viewer.app import ClientSession, ViewerApp, ViewerConfig
 

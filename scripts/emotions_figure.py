@@ -30,7 +30,7 @@ from animator.data import load_florence
 from animator.data.expressions import EMOTIONS, emotion_fields, generate_expression_set
 from animator.metrics import apex_fields, expression_table
 from avatar.atomic import atomic_path
-from avatar.builder import load_avatar
+from avatar.avatars import load_avatar
 from avatar.camera import Camera
 from avatar.flame import load_flame
 from avatar.flame.preview import labelled_sheet

@@ -26,7 +26,7 @@ from animator.data.lips import inner_lip_gap
 from animator.data.sample import TimedLabel
 from animator.lipsync import detect_alphabet, phone_class
 from avatar.atomic import atomic_path
-from avatar.builder import load_avatar
+from avatar.avatars import load_avatar
 from avatar.camera import Camera
 from avatar.image import to_uint8
 from avatar.render import render

@@ -106,7 +106,7 @@ def _flame_without_face_units(folder: Path) -> None:
 
 def _gaussian_avatars_other_head(folder: Path) -> None:
     """A GaussianAvatars folder whose static_offset has another head's vertex count."""
-    from avatar.builder import DEFAULT_AVATAR
+    from avatar.avatars import DEFAULT_AVATAR
     from avatar.ply import read_avatar_ply, write_ply
 
     out = folder / "ga" / "point_cloud" / "iteration_30000"

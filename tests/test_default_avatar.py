@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from raster_reference import render_reference
 
-from avatar.builder import build_default_avatar, load_avatar, scheme_from_options
+from avatar.avatars import load_avatar
+from avatar.builder import build_default_avatar, scheme_from_options
 from avatar.camera import Camera, head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.gaussians import sh_to_rgb

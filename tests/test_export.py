@@ -14,7 +14,7 @@ import torch
 
 from animator import Animator
 from animator.audio import load_audio
-from avatar.builder import load_avatar
+from avatar.avatars import load_avatar
 from avatar.camera import head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.paths import asset_path

@@ -11,8 +11,8 @@ import torch
 
 from animator import Animator
 from animator.audio import SAMPLE_RATE, Audio, load_audio
+from avatar.avatars import DEFAULT_AVATAR, load_avatar
 from avatar.binding import triangle_frames
-from avatar.builder import DEFAULT_AVATAR, load_avatar
 from avatar.errors import TalkingAvatarError
 from avatar.flame.identity import Identity
 from avatar.paths import asset_path

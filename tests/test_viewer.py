@@ -26,7 +26,7 @@ from viewer_client import PART_BYTES, FakePage
 from animator import Animator
 from animator.audio import Audio
 from animator.emotion import as_track
-from avatar.builder import load_avatar
+from avatar.avatars import load_avatar
 from avatar.camera import Camera, head_camera
 from avatar.flame import load_flame
 from viewer import _viser_compat as compat

@@ -467,7 +467,7 @@ class ViewerApp:
         animator: Animator | None = None,
         avatar: GaussianAvatar | None = None,
     ) -> None:
-        from avatar.builder import load_avatar
+        from avatar.avatars import load_avatar
         from avatar.paths import asset_path
 
         self.config = config or ViewerConfig()

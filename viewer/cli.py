@@ -288,7 +288,7 @@ def _run_demo(args: argparse.Namespace) -> None:
 
     from animator import Animator
     from animator.emotion import EmotionTrack
-    from avatar.builder import load_avatar
+    from avatar.avatars import load_avatar
     from avatar.flame.preview import write_head_preview
     from avatar.paths import asset_path
     from avatar.sheet import write_contact_sheet
@@ -432,7 +432,7 @@ def _run_animate(args: argparse.Namespace) -> None:
 
 def _run_render(args: argparse.Namespace) -> None:
     from avatar.atomic import check_output_path
-    from avatar.builder import load_avatar
+    from avatar.avatars import load_avatar
     from avatar.paths import ensure_folder
     from viewer.export import export_mp4
 
