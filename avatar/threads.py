@@ -33,6 +33,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,23 @@ def configure_interactive() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch on `count` intra-op threads (of the calling thread) for a block, then as before.
+
+    Rendering frames in a loop (export) wants 1: the per-frame torch work (FLAME, binding) is
+    small, and torch's OpenMP team would otherwise spin on the cores numba's TBB workers
+    rasterize on (measured: export 36-41 -> 41-51 frames/s at 512 px, docs/performance.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _cpu_jiffies() -> tuple[int, int] | None:

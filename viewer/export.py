@@ -25,6 +25,7 @@ from avatar.flame import FlameModel
 from avatar.image import to_uint8
 from avatar.paths import ensure_folder
 from avatar.render import render, render_device
+from avatar.threads import torch_threads
 
 NAMED_COLOURS = {
     "white": (1.0, 1.0, 1.0),
@@ -151,7 +152,11 @@ def export_mp4(
     if device.type != "cpu":  # pose where gsplat draws: no per-frame copy of every Gaussian
         head, avatar = copy.deepcopy(head).to(device), avatar.to(device)
     fixed = None if camera == "orbit" else camera_for_frame(camera, 0, fps, width, height)
-    with tempfile.TemporaryDirectory() as scratch, atomic_path(path, what="video") as tmp:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        atomic_path(path, what="video") as tmp,
+        torch_threads(1),  # the raster's threads get the cores (avatar/threads.py)
+    ):
         speech, audio_args = _speech_source(performance, Path(scratch))
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
