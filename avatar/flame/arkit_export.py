@@ -19,6 +19,7 @@ from avatar.errors import TalkingAvatarError
 from avatar.flame.arkit import ARKIT_UNIT_NAMES, ArkitCurves, arkit_columns, fit_arkit
 from avatar.flame.model import FlameModel
 from avatar.flame.params import FlameParams
+from avatar.mesh import vertex_normals
 from avatar.quaternion import matrix_to_quat
 
 __all__ = [
@@ -228,7 +229,9 @@ def write_arkit_glb(
     root_weight = head.lbs_weights[:, 0].numpy()  # [V]; the rest follows the neck
     attributes = gl.Attributes(
         POSITION=blob.add(neutral, "VEC3", vertex=True, bounds=True),
-        NORMAL=blob.add(_vertex_normals(neutral, faces), "VEC3", vertex=True),
+        NORMAL=blob.add(
+            vertex_normals(neutral, faces, default=(0.0, 0.0, 1.0)), "VEC3", vertex=True
+        ),
         JOINTS_0=blob.add(np.tile(np.uint8([0, 1, 0, 0]), (len(neutral), 1)), "VEC4", vertex=True),
         WEIGHTS_0=blob.add(
             np.stack([root_weight, 1 - root_weight, *np.zeros((2, len(neutral)))], 1),
@@ -325,17 +328,6 @@ def _glb_animation(gl, blob: _Blob, curves: ArkitCurves, params: FlameParams, ro
         for i, (node, what, _) in enumerate(outputs)
     ]
     return channels, samplers
-
-
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """`[V, 3]` unit normals: area-weighted sums of the faces' normals (+z where none)."""
-    tri = vertices[faces]  # [F, 3, 3]
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3], |n| = 2 area
-    normals = np.zeros_like(vertices)
-    for corner in range(3):
-        np.add.at(normals, faces[:, corner], face_n)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return np.where(length > 0, normals / np.maximum(length, 1e-30), [0.0, 0.0, 1.0])
 
 
 class _Blob:

@@ -16,6 +16,7 @@ import torch
 from avatar.atomic import atomic_path, check_output_path
 from avatar.errors import TalkingAvatarError
 from avatar.image import to_uint8
+from avatar.mesh import vertex_normals
 
 #: Flat colours per region for mesh pictures (linear RGB in [0, 1]).
 REGION_COLOURS = {
@@ -71,16 +72,6 @@ def _raster(screen, depth_cam, normals, colours, faces, width, height):  # pragm
                         w0 * colours[a, ch] + w1 * colours[b, ch] + w2 * colours[c, ch]
                     )
     return image
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals `[V, 3]` of a triangle mesh."""
-    tri = vertices[faces]  # [F, 3, 3]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3]
-    normals = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], fn)
-    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
 def render_mesh(

@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 
 from avatar.errors import TalkingAvatarError
 from avatar.flame.model import FlameModel
+from avatar.mesh import face_normals, vertex_normals
 
 #: Stiffness of the displacement field per round of the non-rigid step (relative to the data
 #: term's weight of 1 per vertex), from a near-rigid start to a close fit.
@@ -99,23 +100,6 @@ def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarra
     rotation = u @ np.diag(d) @ vt
     scale = float((sigma * d).sum() / (a**2).sum(axis=1).mean())
     return scale, rotation, mu_t - scale * rotation @ mu_s
-
-
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit normals `[F, 3]` (following the winding) of a mesh's triangles."""
-    v0, v1, v2 = (vertices[faces[:, k]] for k in range(3))
-    n = np.cross(v1 - v0, v2 - v0)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals `[V, 3]`."""
-    v0, v1, v2 = (vertices[faces[:, k]] for k in range(3))
-    n = np.cross(v1 - v0, v2 - v0)
-    out = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(out, faces[:, k], n)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-20)
 
 
 def closest_on_triangles(
