@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from animator.mapping import flame_jacobian
-from avatar.atomic import atomic_path
+from avatar.atomic import atomic_path, atomic_write_text
 from avatar.errors import TalkingAvatarError
-from avatar.flame import FlameModel
+from avatar.flame import FlameModel, FlameParams
 from avatar.flame.register import Correspondence, register
 
 #: Where retargets are cached unless $TALKING_AVATAR_CACHE names another folder.
@@ -60,6 +60,14 @@ class Retarget:
     params: torch.Tensor
     regions: dict[str, np.ndarray]
     report: dict = field(default_factory=dict)
+
+    def carry(self, params: FlameParams, target: FlameModel) -> FlameParams:
+        """Parameters made for the source head (expression, jaw) on `target`, through R; the
+        rest of `target`'s parameters neutral."""
+        out = target.neutral_params(params.num_frames)
+        both = torch.cat([params.expr, params.jaw_pose], dim=1) @ self.params.to(params.expr)
+        out.expr, out.jaw_pose = both[:, : target.num_expr], both[:, target.num_expr :]
+        return out
 
     def apply(self, source: FlameModel, target: FlameModel) -> None:
         """Give `target` the regions and face units (source's, through R) it lacks."""
@@ -143,22 +151,19 @@ def mapping_residual(
     source: FlameModel,
     target: FlameModel,
     corr: Correspondence,
+    rt: Retarget,
     mapping: torch.Tensor,
-    params: torch.Tensor,
     amplitudes: torch.Tensor,
 ) -> torch.Tensor:
-    """Per blendshape `[K]` (mm): the target driven by mapping @ params against the source
-    driven by mapping, its motion carried over by `corr`, each at its typical weight (the
-    real, nonlinear FLAME on both sides; mean over the target's vertices)."""
-    e_b, e_u = source.num_expr, target.num_expr
-    k = len(mapping)
-    p_b, p_u = source.neutral_params(k), target.neutral_params(k)
+    """Per blendshape `[K]` (mm): the target driven by mapping @ R against the source driven
+    by mapping, its motion carried over by `corr`, each at its typical weight (the real,
+    nonlinear FLAME on both sides; mean over the target's vertices)."""
+    e_b = source.num_expr
+    p_b = source.neutral_params(len(mapping))
     scaled = mapping.float() * amplitudes.float()[:, None]  # [K, P_b]
     p_b.expr, p_b.jaw_pose = scaled[:, :e_b], scaled[:, e_b:]
-    user = scaled @ params
-    p_u.expr, p_u.jaw_pose = user[:, :e_u], user[:, e_u:]
     want = corr.transfer((source(p_b) - source.v_template).double())
-    got = (target(p_u) - target.v_template).double()
+    got = (target(rt.carry(p_b, target)) - target.v_template).double()
     return 1000.0 * (got - want).norm(dim=-1).mean(dim=1)
 
 
@@ -175,8 +180,7 @@ def save_retarget(path: Path, rt: Retarget, meta: dict) -> Path:
         "regions": {k: v.tolist() for k, v in rt.regions.items()},
         "report": rt.report,
     }
-    with atomic_path(path.with_suffix(".json"), what="retarget") as tmp:
-        Path(tmp).write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=1) + "\n", what="retarget")
     return path.with_suffix(".safetensors")
 
 
@@ -198,9 +202,11 @@ def load_retarget(path: Path) -> Retarget | None:
     return Retarget(params=tensors["params"], regions=regions, report=doc.get("report", {}))
 
 
-def cache_path(source: FlameModel, target: FlameModel) -> Path:
-    """The cache file stem for a pair of heads (the sha256 of both heads' digests)."""
-    key = hashlib.sha256(f"{model_digest(source)}:{model_digest(target)}".encode()).hexdigest()
+def cache_path(source: FlameModel | str, target: FlameModel | str) -> Path:
+    """The cache file stem for a pair of heads (models, or their `model_digest`s): the sha256
+    of both heads' digests."""
+    digests = [m if isinstance(m, str) else model_digest(m) for m in (source, target)]
+    key = hashlib.sha256(":".join(digests).encode()).hexdigest()
     return cache_folder() / f"retarget-{key}"
 
 
@@ -263,7 +269,8 @@ def retarget_animator(
     from avatar.paths import asset_path
 
     source = load_flame(BUNDLED_HEAD)
-    if model_digest(source) == model_digest(target):
+    digests = model_digest(source), model_digest(target)
+    if digests[0] == digests[1]:
         raise TalkingAvatarError(
             f"{target.source} is the bundled head the animator was trained on: nothing to "
             "retarget; pass your own model with --flame PATH"
@@ -274,7 +281,7 @@ def retarget_animator(
     amplitudes = torch.cat(
         [speech.abs().quantile(0.95, dim=0), anim.emotion_codes.abs().max(dim=0).values]
     )
-    residual = mapping_residual(source, target, corr, anim.mapping, rt.params, amplitudes)
+    residual = mapping_residual(source, target, corr, rt, anim.mapping, amplitudes)
     k_a = anim.num_speech
     rt.report["residual_mm"] = [round(float(r), 4) for r in residual]
     rt.report["residual_mm_speech"] = [float(residual[:k_a].mean()), float(residual[:k_a].max())]
@@ -282,6 +289,6 @@ def retarget_animator(
         float(residual[k_a:].mean()),
         float(residual[k_a:].max()),
     ]
-    path = cache_path(source, target)
+    path = cache_path(*digests)
     path.parent.mkdir(parents=True, exist_ok=True)
     return rt, save_retarget(path, rt, {"target": target.source})

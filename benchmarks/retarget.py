@@ -25,6 +25,7 @@ from avatar.flame.derive import (
     arrays_of,
     build,
     drop,
+    expected_params,
     reshape,
     rotate_expressions,
     scale,
@@ -59,19 +60,6 @@ def heads(bundled: FlameModel) -> dict[str, tuple[FlameModel, np.ndarray, np.nda
     return out
 
 
-def drive(r: torch.Tensor, user: FlameModel, params, q=None, truth=False):
-    """The bundled parameters on the user's head: through R, or (truth) the known answer."""
-    out = user.neutral_params(params.num_frames)
-    if truth:
-        expr = params.expr.double() if q is None else params.expr.double() @ torch.as_tensor(q)
-        out.expr = torch.nn.functional.pad(expr.float(), (0, user.num_expr - expr.shape[1]))
-        out.jaw_pose = params.jaw_pose.clone()
-        return out
-    both = torch.cat([params.expr, params.jaw_pose], dim=1) @ r
-    out.expr, out.jaw_pose = both[:, : user.num_expr], both[:, user.num_expr :]
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flame", default=None, help="also retarget this FLAME model")
@@ -93,8 +81,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         idx = torch.as_tensor(where[skin])
         idx = idx[idx >= 0]
-        got = user(drive(rt.params, user, params))[:, idx]
-        want = user(drive(rt.params, user, params, q, truth=True))[:, idx]
+        got = user(rt.carry(params, user))[:, idx]
+        want = user(expected_params(params, user, q))[:, idx]
         err = 1000.0 * (got - want).norm(dim=-1)  # [T, N] mm
         r = rt.report
         print(

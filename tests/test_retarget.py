@@ -18,11 +18,11 @@ from animator.audio import SAMPLE_RATE, Audio, load_audio
 from animator.data.lips import inner_lip_gap
 from animator.retarget import CACHE_ENV, cache_path, retarget
 from avatar.errors import TalkingAvatarError
-from avatar.flame import FlameModel
 from avatar.flame.derive import (
     arrays_of,
     build,
     drop,
+    expected_params,
     reshape,
     rotate_expressions,
     scale,
@@ -55,23 +55,6 @@ def clip(anim):
         label: anim.animate(audio, emotion, idle=False).params
         for label, emotion in (("neutral", None), ("surprised", {"surprised": 1.0}))
     }
-
-
-def drive(rt_params: torch.Tensor, bundled: FlameModel, user: FlameModel, params):
-    """The bundled head's parameters put on the user's head through R."""
-    out = user.neutral_params(params.num_frames)
-    both = torch.cat([params.expr, params.jaw_pose], dim=1) @ rt_params
-    out.expr, out.jaw_pose = both[:, : user.num_expr], both[:, user.num_expr :]
-    return out
-
-
-def truth(user: FlameModel, params, q: np.ndarray | None = None):
-    """The user's head driven to the bundled motion: expressions turned by Q, jaw as it is."""
-    out = user.neutral_params(params.num_frames)
-    expr = params.expr.double() if q is None else params.expr.double() @ torch.as_tensor(q)
-    out.expr = torch.nn.functional.pad(expr.float(), (0, user.num_expr - expr.shape[1]))
-    out.jaw_pose = params.jaw_pose.clone()
-    return out
 
 
 def motion_error_mm(user, got, want, vertices) -> torch.Tensor:
@@ -132,12 +115,10 @@ def test_retargeted_performance_reproduces_the_bundled_motion(head, foreign, cli
     assert rt.params.shape == (head.num_expr + 3, 103)
     skin = old[torch.as_tensor(head.region("skin"))]
     for params in clip.values():
-        err = motion_error_mm(
-            user, drive(rt.params, head, user, params), truth(user, params, q), skin
-        )
+        err = motion_error_mm(user, rt.carry(params, user), expected_params(params, user, q), skin)
         assert float(err.max()) < 0.1, float(err.max())  # mm, over every frame and vertex
         # and it is the bundled motion, 1.08 times larger
-        moved = user(drive(rt.params, head, user, params))[:, old] - user.v_template[old]
+        moved = user(rt.carry(params, user))[:, old] - user.v_template[old]
         bundled = head(params) - head.v_template
         assert float((moved - 1.08 * bundled).norm(dim=-1).max()) < 1e-4  # metres
 
@@ -147,7 +128,7 @@ def test_another_identity_keeps_the_motion_within_a_fraction_of_a_millimetre(hea
     rt, _ = retarget(head, user)
     skin = torch.as_tensor(head.region("skin"))
     err = motion_error_mm(
-        user, drive(rt.params, head, user, clip["surprised"]), truth(user, clip["surprised"]), skin
+        user, rt.carry(clip["surprised"], user), expected_params(clip["surprised"], user), skin
     )
     # per frame, the mean over the face; the rest is the size ratio (the landmarks say this
     # person is 3 % smaller, and motion is carried at that scale)
@@ -163,7 +144,7 @@ def test_a_head_without_teeth_or_tongue(head, clip) -> None:
     skin = torch.as_tensor(where[head.region("skin")])
     skin = skin[skin >= 0]
     err = motion_error_mm(
-        user, drive(rt.params, head, user, clip["neutral"]), truth(user, clip["neutral"]), skin
+        user, rt.carry(clip["neutral"], user), expected_params(clip["neutral"], user), skin
     )
     assert float(err.max()) < 0.1
 
@@ -185,7 +166,7 @@ def test_retargeted_head_keeps_the_lip_closures(head, foreign, clip) -> None:
 
     params = clip["surprised"]
     bundled = gap(head, params)
-    carried = gap(user, drive(rt.params, head, user, params))
+    carried = gap(user, rt.carry(params, user))
     np.testing.assert_allclose(carried, 1.08 * bundled, atol=0.05)
     rest = float(gap(head, head.neutral_params(1))[0])
     assert (bundled < rest + 0.5).sum() >= 3  # the clip has closures, and they stay shut
@@ -312,7 +293,7 @@ def test_arkit_curves_of_a_retargeted_head_match_the_bundled_ones(head, foreign,
     rt.apply(head, user)
     params = clip["surprised"]
     bundled = fit_arkit(head, params, 30.0)
-    carried = fit_arkit(user, drive(rt.params, head, user, params), 30.0)
+    carried = fit_arkit(user, rt.carry(params, user), 30.0)
     # the same motion, sampled by 4x the vertices: the least squares weighs regions a little
     # differently where the units cannot reach the motion exactly (eyes wide, at the bound)
     np.testing.assert_allclose(carried.weights, bundled.weights, atol=0.05)

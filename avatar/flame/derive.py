@@ -153,3 +153,16 @@ def drop(a: dict, vertices: np.ndarray) -> tuple[dict, np.ndarray]:
     out["faces"] = where[faces]
     out["regions"] = {k: where[v][where[v] >= 0] for k, v in a["regions"].items()}
     return out, where
+
+
+def expected_params(params, target: FlameModel, q: np.ndarray | None = None):
+    """The truth for a derived head: the `FlameParams` that give `target` the motion `params`
+    gave the head it was derived from: expressions turned by Q (`rotate_expressions`) and
+    zero-padded to its width, the jaw as it is, the rest neutral."""
+    import torch
+
+    out = target.neutral_params(params.num_frames)
+    expr = params.expr.double() if q is None else params.expr.double() @ torch.as_tensor(q)
+    out.expr = torch.nn.functional.pad(expr.float(), (0, target.num_expr - expr.shape[1]))
+    out.jaw_pose = params.jaw_pose.clone()
+    return out

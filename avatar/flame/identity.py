@@ -30,22 +30,17 @@ class Identity:
         """The identity in flame_param.npz arrays, checked against the head model `head`:
         a shape wider than the head's basis must be zero beyond it, and a static offset must
         have one row per vertex of the head."""
-        shape = torch.as_tensor(np.asarray(arrays["shape"], dtype=np.float32))
-        if shape.dim() == 2:
-            shape = shape[0]  # GaussianAvatars' shape is shared by every frame
-        if shape.dim() != 1:
-            raise TalkingAvatarError(f"{source}: 'shape' must be [S], got {tuple(shape.shape)}")
+        params = FlameParams.from_arrays(arrays, source=source)
+        # GaussianAvatars' shape is shared by every frame: [S] (or the first row of [T, S])
+        shape = params.shape if params.shape.dim() == 1 else params.shape[0]
         shape = head._fit_width(shape, head.num_shape, "shape")
-        static = None
-        if "static_offset" in arrays:
-            static = torch.as_tensor(np.asarray(arrays["static_offset"], dtype=np.float32))
-            static = static[0] if static.dim() == 3 else static
-            if tuple(static.shape) != (head.num_vertices, 3):
-                raise TalkingAvatarError(
-                    f"{source}: static_offset is {tuple(static.shape)} but the head model "
-                    f"{head.source} has {head.num_vertices} vertices; use the FLAME model the "
-                    "avatar was trained with (--flame PATH)"
-                )
+        static = params.static_offset  # [V, 3] or None
+        if static is not None and tuple(static.shape) != (head.num_vertices, 3):
+            raise TalkingAvatarError(
+                f"{source}: static_offset is {tuple(static.shape)} but the head model "
+                f"{head.source} has {head.num_vertices} vertices; use the FLAME model the "
+                "avatar was trained with (--flame PATH)"
+            )
         return cls(shape=shape.to(head.v_template.device), static_offset=static)
 
     def apply(self, params: FlameParams) -> FlameParams:
