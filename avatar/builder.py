@@ -233,90 +233,122 @@ def paint(
 ) -> np.ndarray:
     """Colours `[N, 3]` in [0, 1] for Gaussians at rest positions p `[N, 3]` with normals n."""
     verts = model.v_template.cpu().numpy()
-    skin = np.array(_hex(scheme.skin))
-    count = len(p)
-    colour = np.tile(skin, (count, 1))
-    # Skin: soft blotchy variation and warmer cheeks, nose tip and ears.
-    colour *= 1.0 + 0.03 * _smooth_noise(p, rng, 0.02)[:, None]
-    colour *= 1.0 + 0.02 * _smooth_noise(p, rng, 0.004)[:, None]
-    eye_l = verts[model.regions["eye_left"]].mean(axis=0)
-    eye_r = verts[model.regions["eye_right"]].mean(axis=0)
-    warm = np.array([1.06, 0.93, 0.92])
-    for centre in (eye_l + [0.012, -0.035, 0.01], eye_r + [-0.012, -0.035, 0.01]):
-        blob = np.exp(-np.sum((p - centre) ** 2, axis=1) / (2 * 0.018**2))
-        colour *= 1 + (warm - 1) * blob[:, None]
-    nose_tip = verts[np.argmax(np.where(np.abs(verts[:, 0]) < 0.005, verts[:, 2], -1))]
-    blob = np.exp(-np.sum((p - nose_tip) ** 2, axis=1) / (2 * 0.012**2))
-    colour *= 1 + (warm - 1) * 0.6 * blob[:, None]
-
-    # Brows: an arc above each eye, thicker towards the middle, with hair-like streaks.
-    brows = np.zeros(count)
-    for centre, side in ((eye_l, 1.0), (eye_r, -1.0)):
-        dx = (p[:, 0] - centre[0]) * side  # + towards the outer end
-        t = dx / 0.026  # -1 (inner end) .. 1 (outer end)
-        arc_y = centre[1] + 0.0185 + 0.004 * (1 - t**2) - 0.003 * np.clip(t, 0, 1)
-        half_thick = 0.0032 * (1.0 - 0.45 * np.clip(t, 0, 1))
-        inside = (np.abs(t) < 1.05) & (p[:, 2] > centre[2])
-        d = np.abs(p[:, 1] - arc_y) / half_thick
-        brows = np.maximum(
-            brows, inside * np.clip(1.3 - d, 0, 1) * np.clip((1.05 - np.abs(t)) * 6, 0, 1)
-        )
-    streaks = 0.8 + 0.2 * _smooth_noise(p * [1.0, 6.0, 1.0], rng, 0.003)
-    brow_colour = np.array(_hex(scheme.brows))
-    colour = (
-        colour * (1 - 0.85 * brows[:, None])
-        + 0.85 * brows[:, None] * brow_colour * streaks[:, None]
-    )
-
-    # Hair: a cap over the skull. Around a centre inside the head, hair covers directions whose
-    # elevation is above a hairline that runs from the forehead down past the ears to the nape.
-    centre = np.array([0.0, eye_l[1] + 0.012, eye_l[2] - 0.085])
-    d = p - centre
-    elevation = np.degrees(np.arctan2(d[:, 1], np.hypot(d[:, 0], d[:, 2])))
-    azimuth = np.arctan2(np.abs(d[:, 0]), d[:, 2])  # 0 in front, pi at the back
-    hairline = (
-        2.5 + 27.0 * np.cos(azimuth) - 5.5 * np.cos(2 * azimuth)
-    )  # 24 deg front, 8 side, -30 back
-    hairline += 1.0 * _smooth_noise(p, rng, 0.015)
-    ear = (np.abs(p[:, 0]) > 0.06) & (np.abs(np.degrees(azimuth) - 95) < 30) & (elevation < 22)
-    fade = np.clip((elevation - hairline) / 3.0, 0, 1) * (~ear) * (label == "skin")
-    strands = 0.75 + 0.25 * _smooth_noise(p * [3.0, 1.0, 3.0], rng, 0.0025, octaves=8)
-    hair_colour = np.array(_hex(scheme.hair)) * strands[:, None]
-    colour = colour * (1 - fade[:, None]) + fade[:, None] * hair_colour
-
-    # Lips: darker and redder, blended at the border.
-    lips = label == "lips"
-    colour[lips] = (
-        np.array(_hex(scheme.lips)) * (1.0 + 0.05 * _smooth_noise(p[lips], rng, 0.003))[:, None]
-    )
-
-    # Mouth: dark interior (darker deeper in), tongue, teeth.
-    mouth = label == "mouth_interior"
-    depth = np.clip((verts[model.regions["lips"], 2].max() - p[mouth, 2]) / 0.04, 0, 1)
-    colour[mouth] = np.array([0.42, 0.17, 0.17]) * (1 - 0.6 * depth)[:, None]
-    colour[label == "tongue"] = [0.66, 0.33, 0.35]
-    colour[label == "teeth"] = [0.92, 0.9, 0.82]
-
-    # Eyes: sclera, iris, pupil around each eyeball's forward (+z) axis.
-    for name, centre in (("eye_left", eye_l), ("eye_right", eye_r)):
+    eyes = [verts[model.regions[name]].mean(axis=0) for name in ("eye_left", "eye_right")]
+    painter = _Painter(p, label, scheme, rng, verts, *eyes)
+    # The layers draw from `rng` in this order, which fixes the avatar for a seed.
+    colour = painter.hair(painter.brows(painter.skin()))
+    painter.mouth(colour, verts[model.regions["lips"], 2].max())
+    for name, centre in zip(("eye_left", "eye_right"), eyes, strict=True):
         sel = label == name
-        d = p[sel] - centre
-        cos = d[:, 2] / np.linalg.norm(d, axis=1)
-        ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-        c = np.tile([0.93, 0.91, 0.88], (sel.sum(), 1))
-        # The eyeball is 30 mm across: an 11 mm iris and a 4 mm pupil subtend these angles.
-        iris = ang < IRIS_DEG
-        c[iris] = (
-            np.array(_hex(scheme.iris))
-            * (0.8 + 0.35 * np.clip((ang[iris] - PUPIL_DEG) / (IRIS_DEG - PUPIL_DEG), 0, 1))[
-                :, None
-            ]
-        )
-        c[(ang > IRIS_DEG - 2.5) & (ang < IRIS_DEG + 1.0)] *= 0.55  # limbal ring
-        c[ang < PUPIL_DEG] = [0.03, 0.03, 0.03]
-        colour[sel] = c
+        colour[sel] = _paint_eye(p[sel] - centre, scheme)
+    return np.clip(_srgb_to_linear(colour) * _baked_light(n, label)[:, None], 0.0, 1.0)
 
-    # Baked soft light: key from the upper front left, fill from the sky, darker facing down.
+
+@dataclass
+class _Painter:
+    """What the paint layers read: rest positions p `[N, 3]` and region labels `[N]` of the
+    Gaussians, the scheme, the random stream, the head's rest vertices `[V, 3]` and its eyeball
+    centres `[3]`. Each layer paints over the colours `[N, 3]` of the ones before."""
+
+    p: np.ndarray
+    label: np.ndarray
+    scheme: ColourScheme
+    rng: np.random.Generator
+    verts: np.ndarray
+    eye_l: np.ndarray
+    eye_r: np.ndarray
+
+    def skin(self) -> np.ndarray:
+        """Skin: soft blotchy variation and warmer cheeks, nose tip and ears."""
+        p, verts = self.p, self.verts
+        colour = np.tile(np.array(_hex(self.scheme.skin)), (len(p), 1))
+        colour *= 1.0 + 0.03 * _smooth_noise(p, self.rng, 0.02)[:, None]
+        colour *= 1.0 + 0.02 * _smooth_noise(p, self.rng, 0.004)[:, None]
+        warm = np.array([1.06, 0.93, 0.92])
+        for centre in (self.eye_l + [0.012, -0.035, 0.01], self.eye_r + [-0.012, -0.035, 0.01]):
+            blob = np.exp(-np.sum((p - centre) ** 2, axis=1) / (2 * 0.018**2))
+            colour *= 1 + (warm - 1) * blob[:, None]
+        nose_tip = verts[np.argmax(np.where(np.abs(verts[:, 0]) < 0.005, verts[:, 2], -1))]
+        blob = np.exp(-np.sum((p - nose_tip) ** 2, axis=1) / (2 * 0.012**2))
+        colour *= 1 + (warm - 1) * 0.6 * blob[:, None]
+        return colour
+
+    def brows(self, colour: np.ndarray) -> np.ndarray:
+        """Brows: an arc above each eye, thicker towards the middle, with hair-like streaks."""
+        p = self.p
+        brows = np.zeros(len(p))
+        for centre, side in ((self.eye_l, 1.0), (self.eye_r, -1.0)):
+            dx = (p[:, 0] - centre[0]) * side  # + towards the outer end
+            t = dx / 0.026  # -1 (inner end) .. 1 (outer end)
+            arc_y = centre[1] + 0.0185 + 0.004 * (1 - t**2) - 0.003 * np.clip(t, 0, 1)
+            half_thick = 0.0032 * (1.0 - 0.45 * np.clip(t, 0, 1))
+            inside = (np.abs(t) < 1.05) & (p[:, 2] > centre[2])
+            d = np.abs(p[:, 1] - arc_y) / half_thick
+            brows = np.maximum(
+                brows, inside * np.clip(1.3 - d, 0, 1) * np.clip((1.05 - np.abs(t)) * 6, 0, 1)
+            )
+        streaks = 0.8 + 0.2 * _smooth_noise(p * [1.0, 6.0, 1.0], self.rng, 0.003)
+        brow_colour = np.array(_hex(self.scheme.brows))
+        return (
+            colour * (1 - 0.85 * brows[:, None])
+            + 0.85 * brows[:, None] * brow_colour * streaks[:, None]
+        )
+
+    def hair(self, colour: np.ndarray) -> np.ndarray:
+        """Hair: a cap over the skull. Around a centre inside the head, hair covers directions
+        whose elevation is above a hairline that runs from the forehead down past the ears to
+        the nape."""
+        p = self.p
+        centre = np.array([0.0, self.eye_l[1] + 0.012, self.eye_l[2] - 0.085])
+        d = p - centre
+        elevation = np.degrees(np.arctan2(d[:, 1], np.hypot(d[:, 0], d[:, 2])))
+        azimuth = np.arctan2(np.abs(d[:, 0]), d[:, 2])  # 0 in front, pi at the back
+        hairline = (
+            2.5 + 27.0 * np.cos(azimuth) - 5.5 * np.cos(2 * azimuth)
+        )  # 24 deg front, 8 side, -30 back
+        hairline += 1.0 * _smooth_noise(p, self.rng, 0.015)
+        ear = (np.abs(p[:, 0]) > 0.06) & (np.abs(np.degrees(azimuth) - 95) < 30) & (elevation < 22)
+        fade = np.clip((elevation - hairline) / 3.0, 0, 1) * (~ear) * (self.label == "skin")
+        strands = 0.75 + 0.25 * _smooth_noise(p * [3.0, 1.0, 3.0], self.rng, 0.0025, octaves=8)
+        hair_colour = np.array(_hex(self.scheme.hair)) * strands[:, None]
+        return colour * (1 - fade[:, None]) + fade[:, None] * hair_colour
+
+    def mouth(self, colour: np.ndarray, lips_front: float) -> None:
+        """Lips (darker and redder), the dark mouth interior (darker deeper in, behind the lips'
+        front z `lips_front`, metres), tongue and teeth, painted into `colour` in place."""
+        p, label = self.p, self.label
+        lips = label == "lips"
+        colour[lips] = (
+            np.array(_hex(self.scheme.lips))
+            * (1.0 + 0.05 * _smooth_noise(p[lips], self.rng, 0.003))[:, None]
+        )
+        mouth = label == "mouth_interior"
+        depth = np.clip((lips_front - p[mouth, 2]) / 0.04, 0, 1)
+        colour[mouth] = np.array([0.42, 0.17, 0.17]) * (1 - 0.6 * depth)[:, None]
+        colour[label == "tongue"] = [0.66, 0.33, 0.35]
+        colour[label == "teeth"] = [0.92, 0.9, 0.82]
+
+
+def _paint_eye(d: np.ndarray, scheme: ColourScheme) -> np.ndarray:
+    """Sclera, iris and pupil `[M, 3]` at offsets d `[M, 3]` from the eyeball's centre, around
+    its forward (+z) axis."""
+    cos = d[:, 2] / np.linalg.norm(d, axis=1)
+    ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    c = np.tile([0.93, 0.91, 0.88], (len(d), 1))
+    # The eyeball is 30 mm across: an 11 mm iris and a 4 mm pupil subtend these angles.
+    iris = ang < IRIS_DEG
+    c[iris] = (
+        np.array(_hex(scheme.iris))
+        * (0.8 + 0.35 * np.clip((ang[iris] - PUPIL_DEG) / (IRIS_DEG - PUPIL_DEG), 0, 1))[:, None]
+    )
+    c[(ang > IRIS_DEG - 2.5) & (ang < IRIS_DEG + 1.0)] *= 0.55  # limbal ring
+    c[ang < PUPIL_DEG] = [0.03, 0.03, 0.03]
+    return c
+
+
+def _baked_light(n: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Shading `[N]` of soft light baked in: key from the upper front left, fill from the sky,
+    darker facing down; flatter inside the mouth, none on the eyes."""
     light = np.array([0.35, 0.55, 0.76])
     lambert = np.clip(n @ light, 0, 1)
     sky = 0.5 + 0.5 * n[:, 1]
@@ -324,4 +356,4 @@ def paint(
     inner = np.isin(label, ["mouth_interior", "tongue", "teeth"])
     shade[inner] = 0.75 + 0.25 * lambert[inner]
     shade[np.isin(label, ["eye_left", "eye_right"])] = 1.0
-    return np.clip(_srgb_to_linear(colour) * shade[:, None], 0.0, 1.0)
+    return shade

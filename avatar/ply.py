@@ -227,6 +227,35 @@ def read_ply(
     """
     path = Path(path)
     rows, names = _read_vertex_table(path)
+    _check_properties(path, names, len(rows))
+    num_rest = _rest_count(path, names)
+    params = _GaussianColumns(path, rows, names, num_rest, device)
+    if BINDING not in names:
+        if faces is not None or num_faces is not None:
+            raise TalkingAvatarError(
+                f"{path}: the PLY has no {BINDING} column, so it is not an avatar bound to a head"
+            )
+        return params.world_gaussians()
+    binding = _read_binding(path, rows[BINDING], faces, num_faces)
+    local = dict(
+        local_means=params.take("x", "y", "z"),
+        local_quats=params.take("rot_0", "rot_1", "rot_2", "rot_3"),
+        local_log_scales=params.take("scale_0", "scale_1", "scale_2"),
+        opacity_logits=params.take("opacity")[:, 0],
+        sh=params.sh(),
+    )
+    try:
+        return GaussianAvatar(
+            faces=None if faces is None else faces.to(device),
+            binding=torch.from_numpy(binding).to(device),
+            **local,
+        )
+    except ValueError as error:
+        raise TalkingAvatarError(f"{path}: {_one_line(error)}") from error
+
+
+def _check_properties(path: Path, names: list[str], n: int) -> None:
+    """Refuse a vertex table without the 3DGS properties, or without rows."""
     required = _property_names(0, with_binding=False)
     missing = [name for name in required if name not in names and name not in ("nx", "ny", "nz")]
     if missing:
@@ -240,71 +269,73 @@ def read_ply(
                 f"{path}: {len(found)} {prefix}* properties, expected {dimension} "
                 "(3D Gaussians, wxyz quaternions)"
             )
-    n = len(rows)
     if n == 0:
         raise TalkingAvatarError(f"{path}: the PLY holds no Gaussians")
 
-    num_rest = _rest_count(path, names)
-    wanted = [name for name in _property_names(num_rest, with_binding=False) if name in names]
-    try:
-        table = np.stack([np.asarray(rows[name], dtype=np.float32) for name in wanted], axis=1)
-    except (TypeError, ValueError) as error:
-        raise TalkingAvatarError(
-            f"{path}: non-numeric Gaussian properties ({_one_line(error)})"
-        ) from error
-    if not np.isfinite(table).all():
-        bad = [name for i, name in enumerate(wanted) if not np.isfinite(table[:, i]).all()]
-        raise TalkingAvatarError(f"{path}: NaN or infinite values in {' '.join(bad)}")
-    column = {name: i for i, name in enumerate(wanted)}
 
-    def take(*keys: str) -> torch.Tensor:
-        return torch.from_numpy(table[:, [column[k] for k in keys]].copy()).to(device)
+class _GaussianColumns:
+    """The 3DGS properties of a vertex table as one float32 table `[N, P]`, checked finite."""
 
-    rest_names = [f"f_rest_{i}" for i in range(num_rest)]
-    # f_rest is channel-major in the file: [N, 3, K - 1] -> ours [N, K - 1, 3].
-    rest = take(*rest_names).reshape(n, 3, num_rest // 3).transpose(1, 2) if num_rest else None
-    dc = take("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :]  # [N, 1, 3]
-    sh = dc if rest is None else torch.cat((dc, rest), dim=1)  # [N, K, 3]
-    means = take("x", "y", "z")
-    opacity = take("opacity")[:, 0]
-    log_scales = take("scale_0", "scale_1", "scale_2")
-    quats = take("rot_0", "rot_1", "rot_2", "rot_3")
-
-    if BINDING not in names:
-        if faces is not None or num_faces is not None:
+    def __init__(
+        self,
+        path: Path,
+        rows: np.ndarray,
+        names: list[str],
+        num_rest: int,
+        device: torch.device | str,
+    ) -> None:
+        wanted = [name for name in _property_names(num_rest, with_binding=False) if name in names]
+        try:
+            table = np.stack([np.asarray(rows[name], dtype=np.float32) for name in wanted], axis=1)
+        except (TypeError, ValueError) as error:
             raise TalkingAvatarError(
-                f"{path}: the PLY has no {BINDING} column, so it is not an avatar bound to a head"
-            )
+                f"{path}: non-numeric Gaussian properties ({_one_line(error)})"
+            ) from error
+        if not np.isfinite(table).all():
+            bad = [name for i, name in enumerate(wanted) if not np.isfinite(table[:, i]).all()]
+            raise TalkingAvatarError(f"{path}: NaN or infinite values in {' '.join(bad)}")
+        self.table, self.num_rest, self.device = table, num_rest, device
+        self.column = {name: i for i, name in enumerate(wanted)}
+
+    def take(self, *keys: str) -> torch.Tensor:
+        """The named columns `[N, len(keys)]`, float32, on the device."""
+        return torch.from_numpy(self.table[:, [self.column[k] for k in keys]].copy()).to(
+            self.device
+        )
+
+    def sh(self) -> torch.Tensor:
+        """SH coefficients `[N, K, 3]`: f_dc, then f_rest, which is channel-major in the file
+        ([N, 3, K - 1] -> ours [N, K - 1, 3])."""
+        n, num_rest = len(self.table), self.num_rest
+        rest_names = [f"f_rest_{i}" for i in range(num_rest)]
+        rest = (
+            self.take(*rest_names).reshape(n, 3, num_rest // 3).transpose(1, 2)
+            if num_rest
+            else None
+        )
+        dc = self.take("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :]  # [N, 1, 3]
+        return dc if rest is None else torch.cat((dc, rest), dim=1)  # [N, K, 3]
+
+    def world_gaussians(self) -> Gaussians:
+        """Plain 3DGS Gaussians: scales exp'ed, opacities sigmoid'ed, quaternions normalised,
+        normals when the file has non-zero ones."""
         normals = None
-        if all(k in column for k in ("nx", "ny", "nz")):
-            stored = take("nx", "ny", "nz")
+        if all(k in self.column for k in ("nx", "ny", "nz")):
+            stored = self.take("nx", "ny", "nz")
             normals = stored if bool(stored.any()) else None
         # Normalise only quaternions that are not unit already: renormalising a unit float32
         # quaternion can change its last bit, which would break write-read-write identity.
+        quats = self.take("rot_0", "rot_1", "rot_2", "rot_3")
         norms = quats.norm(dim=-1, keepdim=True)  # [N, 1]
         unit = (norms - 1).abs() <= _UNIT_QUAT_TOLERANCE
         return Gaussians(
-            means=means,
+            means=self.take("x", "y", "z"),
             quats=torch.where(unit, quats, quats / norms.clamp_min(1e-12)),
-            scales=log_scales.exp(),
-            opacities=torch.sigmoid(opacity),
-            sh=sh,
+            scales=self.take("scale_0", "scale_1", "scale_2").exp(),
+            opacities=torch.sigmoid(self.take("opacity")[:, 0]),
+            sh=self.sh(),
             normals=normals,
         )
-
-    binding = _read_binding(path, rows[BINDING], faces, num_faces)
-    try:
-        return GaussianAvatar(
-            faces=None if faces is None else faces.to(device),
-            binding=torch.from_numpy(binding).to(device),
-            local_means=means,
-            local_quats=quats,
-            local_log_scales=log_scales,
-            opacity_logits=opacity,
-            sh=sh,
-        )
-    except ValueError as error:
-        raise TalkingAvatarError(f"{path}: {_one_line(error)}") from error
 
 
 def _read_binding(

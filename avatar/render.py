@@ -121,7 +121,24 @@ def render(
         )
     degree = _check_gaussians(gaussians, sh_degree)
     bg = _check_background(background)
+    return _dispatch(backend, _Frame(gaussians, camera, bg, degree, return_depth, backface_culling))
 
+
+@dataclass(frozen=True)
+class _Frame:
+    """One call's checked arguments, as both backends take them."""
+
+    gaussians: Gaussians
+    camera: Camera
+    background: torch.Tensor  # [3], CPU
+    sh_degree: int
+    return_depth: bool
+    backface_culling: bool
+
+
+def _dispatch(backend: str, frame: _Frame) -> RenderOutput:
+    """Draw the frame on the backend asked for; "auto" falls back to the CPU, once and logged,
+    when gsplat fails to render."""
     by_auto = backend == "auto"
     if by_auto:
         backend = _choose_auto()
@@ -130,7 +147,7 @@ def render(
 
     if backend == "gsplat":
         try:
-            return _render_gsplat(gaussians, camera, bg, degree, return_depth, backface_culling)
+            return _render_gsplat(frame)
         except TalkingAvatarError:
             raise
         except Exception as err:  # a gsplat that imports but cannot build or run its kernels
@@ -141,7 +158,7 @@ def render(
                     "use backend='cpu' or fix the gsplat / CUDA installation"
                 ) from err
             _set_auto("cpu", f"gsplat failed: {reason}", level=logging.WARNING)
-    return _render_cpu(gaussians, camera, bg, degree, return_depth, backface_culling)
+    return _render_cpu(frame)
 
 
 def _check_gaussians(gaussians: Gaussians, sh_degree: int | None) -> int:
@@ -241,14 +258,8 @@ def _facing_mask(gaussians: Gaussians, camera: Camera) -> torch.Tensor | None:
     return ((gaussians.normals * (gaussians.means - center)).sum(-1) <= 0).reshape(-1)  # [N]
 
 
-def _render_cpu(
-    gaussians: Gaussians,
-    camera: Camera,
-    background: torch.Tensor,
-    sh_degree: int,
-    return_depth: bool,
-    backface_culling: bool,
-) -> RenderOutput:
+def _render_cpu(frame: _Frame) -> RenderOutput:
+    gaussians, camera = frame.gaussians, frame.camera
     out = cpu_raster.rasterize(
         gaussians.means,
         gaussians.quats,
@@ -259,29 +270,23 @@ def _render_cpu(
         camera.K,
         camera.width,
         camera.height,
-        sh_degree=sh_degree,
-        background=background,
+        sh_degree=frame.sh_degree,
+        background=frame.background,
         normals=gaussians.normals,
-        backface_culling=backface_culling,
-        return_depth=return_depth,
+        backface_culling=frame.backface_culling,
+        return_depth=frame.return_depth,
         clamp=True,
     )
     return RenderOutput(color=out.color, alpha=out.alpha, depth=out.depth, backend="cpu")
 
 
-def _render_gsplat(
-    gaussians: Gaussians,
-    camera: Camera,
-    background: torch.Tensor,
-    sh_degree: int,
-    return_depth: bool,
-    backface_culling: bool,
-) -> RenderOutput:
+def _render_gsplat(frame: _Frame) -> RenderOutput:
     import gsplat  # lazily: importing avatar.render must not import gsplat or touch CUDA
 
+    camera, background, return_depth = frame.camera, frame.background, frame.return_depth
     device = torch.device("cuda")
-    g = gaussians.to(device)
-    if backface_culling and (keep := _facing_mask(g, camera)) is not None:
+    g = frame.gaussians.to(device)
+    if frame.backface_culling and (keep := _facing_mask(g, camera)) is not None:
         g = Gaussians(g.means[keep], g.quats[keep], g.scales[keep], g.opacities[keep], g.sh[keep])
     height, width = camera.height, camera.width
     if len(g) == 0:  # gsplat's kernels expect at least one Gaussian
@@ -289,7 +294,7 @@ def _render_gsplat(
         zeros = torch.zeros(height, width, device=device)  # [H, W]
         return RenderOutput(color, zeros, zeros.clone() if return_depth else None, "gsplat")
     colors, alphas, _ = gsplat.rasterization(
-        **_gsplat_arguments(g, camera, background, sh_degree, return_depth, device)
+        **_gsplat_arguments(g, camera, background, frame.sh_degree, return_depth, device)
     )  # colors [1, H, W, 3 or 4], alphas [1, H, W, 1]
     return RenderOutput(
         color=colors[0, ..., :3].clamp(0.0, 1.0),

@@ -28,8 +28,8 @@ from animator import Animator  # noqa: E402
 from avatar.flame import FlameParams  # noqa: E402
 from avatar.flame.arkit import JAW_OPEN, _box_least_squares, _rig, fit_arkit  # noqa: E402
 from avatar.flame.arkit_export import write_arkit_glb  # noqa: E402
+from avatar.flame.gltf_reader import GlbPlayer  # noqa: E402
 from avatar.paths import asset_path  # noqa: E402
-from tests.gltf_reference import GlbPlayer  # noqa: E402
 
 
 def glb_error_mm(head, params: FlameParams, curves) -> np.ndarray:

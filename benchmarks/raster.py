@@ -146,17 +146,15 @@ def wait_until_quiet(max_wait_s: float, idle: float = 0.85) -> bool:
     return False
 
 
+def _arguments(scene: Gaussians, camera: Camera) -> list:
+    """The positional arguments of `rasterize` (and of the reference renderer)."""
+    gaussians = [scene.means, scene.quats, scene.scales, scene.opacities, scene.sh]
+    return [*gaussians, camera.viewmat, camera.K, camera.width, camera.height]
+
+
 def _render(scene: Gaussians, camera: Camera, culling: bool) -> cpu_raster.RasterResult:
     return cpu_raster.rasterize(
-        scene.means,
-        scene.quats,
-        scene.scales,
-        scene.opacities,
-        scene.sh,
-        camera.viewmat,
-        camera.K,
-        camera.width,
-        camera.height,
+        *_arguments(scene, camera),
         sh_degree=scene.sh_degree,
         normals=scene.normals,
         backface_culling=culling,
@@ -165,23 +163,11 @@ def _render(scene: Gaussians, camera: Camera, culling: bool) -> cpu_raster.Raste
 
 def reference_ms_per_pixel(scene: Gaussians, name: str, size: int) -> float:
     """Time of the float64 brute-force reference at `size` px square, per pixel (ms)."""
-    from tests.raster_reference import render_reference
+    from avatar.raster_reference import render_reference
 
     camera = camera_for(name, size)
     start = time.perf_counter()
-    render_reference(
-        scene.means,
-        scene.quats,
-        scene.scales,
-        scene.opacities,
-        scene.sh,
-        camera.viewmat,
-        camera.K,
-        size,
-        size,
-        sh_degree=scene.sh_degree,
-        chunk_pixels=64,
-    )
+    render_reference(*_arguments(scene, camera), sh_degree=scene.sh_degree, chunk_pixels=64)
     return 1e3 * (time.perf_counter() - start) / size**2
 
 
@@ -262,7 +248,7 @@ def contention(rounds: int, frames: int, quiet_wait: float) -> None:
     print("  (callers 3: three threads rendering at once; ms = wall time / frames, all threads)")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ply", help="a 3DGS or avatar PLY instead of the default avatar")
     parser.add_argument(
@@ -286,20 +272,14 @@ def main() -> None:
     parser.add_argument(
         "--no-contention", action="store_true", help="skip that comparison after the figures"
     )
-    args = parser.parse_args()
-    if args.contention:
-        contention(args.rounds, args.frames, args.quiet_wait)
-        return
+    return parser.parse_args()
 
-    sizes = (512,) if args.quick else (256, 512, 1024)
-    name = os.path.basename(args.ply) if args.ply else "default avatar"
-    scenes = {name: load_ply_scene(args.ply)}
-    if args.synthetic:
-        scenes.update({f"{n // 1000}k": make_scene(n, seed=0) for n in (30_000, 100_000)})
-    configs = [
-        (name, size, culling) for name in scenes for size in sizes for culling in (False, True)
-    ]
 
+def time_configs(
+    scenes: dict[str, Gaussians], configs: list[tuple], args: argparse.Namespace
+) -> tuple[dict, dict, dict]:
+    """Per configuration (scene, size, culling): ms per frame, stage splits and the last result,
+    the configurations interleaved over `args.rounds` rounds after a warm-up."""
     print(
         f"load average before: {os.getloadavg()}; numba threads: {cpu_raster.numba.get_num_threads()}"
     )
@@ -329,17 +309,13 @@ def main() -> None:
         f"load average after: {os.getloadavg()}; "
         f"batches started on a quiet machine: {quiet_batches} of {args.rounds * len(configs)}"
     )
+    return times, stages, last
 
-    ref_size = 32
-    ref_ms_px = {}
-    for name, scene in scenes.items():
-        if args.quiet_wait > 0:
-            wait_until_quiet(args.quiet_wait)
-        ref_ms_px[name] = reference_ms_per_pixel(scene, name, ref_size)
-    print(
-        f"reference (float64 brute force) at {ref_size}x{ref_size}: "
-        + ", ".join(f"{n}: {v * ref_size**2 / 1e3:.1f} s" for n, v in ref_ms_px.items())
-    )
+
+def print_table(
+    configs: list[tuple], times: dict, stages: dict, last: dict, ref_ms_px: dict
+) -> None:
+    """One row per configuration: ms, fps, speed-up over the reference, counts, stage split."""
     header = (
         f"{'scene':>7} {'size':>5} {'cull':>4} {'ms':>7} {'fps':>6} {'speed-up':>9} "
         f"{'drawn':>7} {'culled':>7} {'pairs':>8}  stage split ms (project/sort/color/bin/composite)"
@@ -358,6 +334,10 @@ def main() -> None:
             f"{speedup:9.0f} {out.n_visible:7d} {len(out.status) - out.n_visible:7d} "
             f"{out.n_tile_pairs:8d}  {split}"
         )
+
+
+def print_culling_difference(scenes: dict, sizes: tuple[int, ...], last: dict) -> None:
+    """How back-face culling changes each image (covered pixels, max over RGB)."""
     print("back-face culling on vs off (covered pixels, max over RGB):")
     for name in scenes:
         for size in sizes:
@@ -371,6 +351,36 @@ def main() -> None:
                 f"of covered pixels differ by > 1/255, max {float(diff.max()):.3f}, "
                 f"PSNR {psnr:.1f} dB"
             )
+
+
+def main() -> None:
+    args = parse_args()
+    if args.contention:
+        contention(args.rounds, args.frames, args.quiet_wait)
+        return
+
+    sizes = (512,) if args.quick else (256, 512, 1024)
+    name = os.path.basename(args.ply) if args.ply else "default avatar"
+    scenes = {name: load_ply_scene(args.ply)}
+    if args.synthetic:
+        scenes.update({f"{n // 1000}k": make_scene(n, seed=0) for n in (30_000, 100_000)})
+    configs = [
+        (name, size, culling) for name in scenes for size in sizes for culling in (False, True)
+    ]
+    times, stages, last = time_configs(scenes, configs, args)
+
+    ref_size = 32
+    ref_ms_px = {}
+    for name, scene in scenes.items():
+        if args.quiet_wait > 0:
+            wait_until_quiet(args.quiet_wait)
+        ref_ms_px[name] = reference_ms_per_pixel(scene, name, ref_size)
+    print(
+        f"reference (float64 brute force) at {ref_size}x{ref_size}: "
+        + ", ".join(f"{n}: {v * ref_size**2 / 1e3:.1f} s" for n, v in ref_ms_px.items())
+    )
+    print_table(configs, times, stages, last, ref_ms_px)
+    print_culling_difference(scenes, sizes, last)
     if not args.no_contention:
         contention(args.rounds, args.frames, args.quiet_wait)
 

@@ -13,7 +13,6 @@ import pygltflib
 import pytest
 import soundfile as sf
 import torch
-from gltf_reference import GlbPlayer
 from smplx.lbs import batch_rodrigues
 
 from animator.audio import load_audio
@@ -33,6 +32,7 @@ from avatar.flame.arkit_export import (
     write_arkit_json,
     write_llf_csv,
 )
+from avatar.flame.gltf_reader import GlbPlayer
 from avatar.paths import asset_path
 from viewer.cli import main as cli_main
 

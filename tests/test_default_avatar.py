@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from raster_reference import render_reference
 
 from avatar.avatars import load_avatar
 from avatar.builder import build_default_avatar, scheme_from_options
@@ -14,6 +13,7 @@ from avatar.camera import Camera, head_camera
 from avatar.errors import TalkingAvatarError
 from avatar.gaussians import sh_to_rgb
 from avatar.ply import write_ply
+from avatar.raster_reference import render_reference
 from avatar.render import render
 
 

@@ -160,7 +160,8 @@ def test_gsplat_reads_our_arguments_as_the_cpu_renderer_does(sh_degree: int):
     layout) fails here even though the CUDA kernels never run."""
     pytest.importorskip("gsplat")
     from gsplat.cuda import _torch_impl as twin
-    from raster_reference import composite_reference
+
+    from avatar.raster_reference import composite_reference
 
     g = head_gaussians(3000, seed=1, sh_degree=sh_degree)
     cam = Camera.orbit((0, 0, 0), 0.6, 0.3, 0.1, fov_y=math.radians(20), width=96, height=80)

@@ -24,6 +24,8 @@ from avatar.quaternion import matrix_to_quat
 
 __all__ = [
     "ANGLE_COLUMNS",
+    "GLTF_COMPONENT_TYPES",
+    "GLTF_WIDTHS",
     "LLF_UNIT_ORDER",
     "SUPPORTED_SUFFIXES",
     "load_arkit_json",
@@ -49,6 +51,9 @@ ANGLE_COLUMNS: tuple[str, ...] = tuple(
     for part in ("Head", "LeftEye", "RightEye")
     for angle in ("Yaw", "Pitch", "Roll")
 )
+#: glTF accessor component types of the arrays the .glb holds, and the widths of its kinds.
+GLTF_COMPONENT_TYPES = {np.float32: 5126, np.uint8: 5121, np.uint16: 5123, np.uint32: 5125}
+GLTF_WIDTHS = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 JSON_FORMAT = "talking-avatar arkit"
 JSON_VERSION = 1
 
@@ -224,7 +229,36 @@ def write_arkit_glb(
         )
     check_output_path(path, what="output")
     neutral, targets, joints = _glb_geometry(head, params)
-    blob = _Blob()
+    blob = _Blob()  # accessors in file order: mesh, skin, animation
+    mesh = _glb_mesh(gl, blob, head, neutral, targets)
+    skin = _glb_skin(gl, blob, joints)
+    root, neck = joints
+    channels, samplers = _glb_animation(gl, blob, curves, params, root)
+    gltf = gl.GLTF2(
+        asset=gl.Asset(generator="talking-avatar", version="2.0"),
+        scene=0,
+        scenes=[gl.Scene(nodes=[0, 2])],
+        nodes=[
+            gl.Node(name="root", translation=root.tolist(), children=[1]),
+            gl.Node(name="neck", translation=(neck - root).tolist()),
+            gl.Node(name="head", mesh=0, skin=0),
+        ],
+        meshes=[mesh],
+        skins=[skin],
+        accessors=blob.accessors,
+        bufferViews=blob.views,
+        buffers=[gl.Buffer(byteLength=len(blob.data))],
+        animations=[gl.Animation(name="performance", channels=channels, samplers=samplers)],
+    )
+    gltf.set_binary_blob(bytes(blob.data))
+    with atomic_path(path, what="output") as tmp:
+        tmp.write_bytes(b"".join(gltf.save_to_bytes()))
+    return Path(path)
+
+
+def _glb_mesh(gl, blob: _Blob, head: FlameModel, neutral: np.ndarray, targets: list[np.ndarray]):
+    """The head mesh: the neutral's positions, normals, indices and skin attributes (FLAME's
+    root weight on joint 0, the rest on the neck), and one morph target per ARKit unit."""
     faces = head.faces.cpu().numpy()
     root_weight = head.lbs_weights[:, 0].numpy()  # [V]; the rest follows the neck
     attributes = gl.Attributes(
@@ -247,40 +281,22 @@ def write_arkit_glb(
             gl.Attributes(POSITION=blob.add(t, "VEC3", vertex=True, bounds=True)) for t in targets
         ],
     )
-    mesh = gl.Mesh(
+    return gl.Mesh(
         name="head",
         primitives=[primitive],
         weights=[0.0] * len(ARKIT_UNIT_NAMES),
         extras={"targetNames": list(ARKIT_UNIT_NAMES)},
     )
-    root, neck = joints
+
+
+def _glb_skin(gl, blob: _Blob, joints: np.ndarray):
+    """The skin of joints 0 (root) and 1 (neck) at `joints` `[2, 3]`, rest pose."""
     unbind = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))  # [2, 4, 4]: each joint to the origin
     unbind[:, :3, 3] = -joints
     # glTF's matrices are column-major
-    skin = gl.Skin(
+    return gl.Skin(
         joints=[0, 1], skeleton=0, inverseBindMatrices=blob.add(unbind.transpose(0, 2, 1), "MAT4")
     )
-    channels, samplers = _glb_animation(gl, blob, curves, params, root)
-    gltf = gl.GLTF2(
-        asset=gl.Asset(generator="talking-avatar", version="2.0"),
-        scene=0,
-        scenes=[gl.Scene(nodes=[0, 2])],
-        nodes=[
-            gl.Node(name="root", translation=root.tolist(), children=[1]),
-            gl.Node(name="neck", translation=(neck - root).tolist()),
-            gl.Node(name="head", mesh=0, skin=0),
-        ],
-        meshes=[mesh],
-        skins=[skin],
-        accessors=blob.accessors,
-        bufferViews=blob.views,
-        buffers=[gl.Buffer(byteLength=len(blob.data))],
-        animations=[gl.Animation(name="performance", channels=channels, samplers=samplers)],
-    )
-    gltf.set_binary_blob(bytes(blob.data))
-    with atomic_path(path, what="output") as tmp:
-        tmp.write_bytes(b"".join(gltf.save_to_bytes()))
-    return Path(path)
 
 
 @torch.no_grad()
@@ -333,9 +349,6 @@ def _glb_animation(gl, blob: _Blob, curves: ArkitCurves, params: FlameParams, ro
 class _Blob:
     """The .glb's binary chunk, filled accessor by accessor (4-byte aligned, one view each)."""
 
-    _COMPONENT = {np.float32: 5126, np.uint8: 5121, np.uint16: 5123, np.uint32: 5125}
-    _WIDTH = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-
     def __init__(self) -> None:
         self.data = bytearray()
         self.views: list = []
@@ -354,7 +367,7 @@ class _Blob:
         import pygltflib as gl
 
         dtype = np.float32 if array.dtype.kind == "f" else array.dtype.type
-        flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1, self._WIDTH[kind])
+        flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1, GLTF_WIDTHS[kind])
         self.data.extend(b"\0" * (-len(self.data) % 4))
         target = 34962 if vertex else 34963 if indices else None  # ARRAY_ / ELEMENT_ARRAY_BUFFER
         self.views.append(
@@ -365,7 +378,7 @@ class _Blob:
         self.data.extend(flat.tobytes())
         accessor = gl.Accessor(
             bufferView=len(self.views) - 1,
-            componentType=self._COMPONENT[dtype],
+            componentType=GLTF_COMPONENT_TYPES[dtype],
             count=len(flat),
             type=kind,
         )

@@ -1,7 +1,9 @@
-"""A tiny, obviously correct Gaussian renderer for tests: every pixel against every Gaussian.
+"""A tiny, obviously correct Gaussian renderer: every pixel against every Gaussian.
 
-float64 torch, no tiles, no culling beyond what the maths needs (depth outside the near/far
-planes, a singular 2D covariance). It states gsplat's classic forward pass directly:
+The verification code the CPU rasterizer is held to (tests/test_cpu_raster.py, and the speed-up
+benchmarks/raster.py prints). float64 torch, no tiles, no culling beyond what the maths needs
+(depth outside the near/far planes, a singular 2D covariance); the EWA projection is
+`avatar.raster_torch`'s. It states gsplat's classic forward pass directly:
 
     alpha_i(p) = min(0.99, o_i exp(-1/2 d^T S_i^-1 d)),  d = p + 0.5 - mean2d_i
     skipped where alpha_i < 1/255; blended front to back (depth order) while
@@ -12,6 +14,7 @@ Since T only falls, "still above 1e-4 after this Gaussian" is true for a prefix 
 order, which is exactly the pixels' early termination. The order is a stable sort on float32
 depth, as the fast renderer's packed (float32 depth bits, index) keys give: sorting on float64
 swaps near-equal neighbours and moves a few pixels by up to 0.05 (shared/notes/cpu-raster.md).
+`random_scene` makes scenes that exercise every culling path.
 """
 
 from __future__ import annotations
@@ -21,26 +24,15 @@ import math
 import torch
 
 from avatar.cpu_raster import sh_to_color
+from avatar.raster_torch import (
+    perspective_projection,
+    quat_scale_to_covariance,
+    world_to_camera,
+)
 
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
-
-
-def quat_scale_to_covariance(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """World covariances R diag(s)^2 R^T `[N, 3, 3]` from wxyz quaternions and scales."""
-    q = quats / quats.norm(dim=-1, keepdim=True)  # [N, 4]
-    w, x, y, z = q.unbind(-1)
-    rot = torch.stack(
-        [
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        dim=-2,
-    )  # [N, 3, 3]
-    m = rot * scales[:, None, :]  # [N, 3, 3] = R diag(s)
-    return m @ m.transpose(-1, -2)
 
 
 def render_reference(
@@ -71,27 +63,12 @@ def render_reference(
     means, quats, scales = means.to(f64), quats.to(f64), scales.to(f64)  # [N, 3], [N, 4], [N, 3]
     opacities, viewmat, K = opacities.to(f64), viewmat.to(f64), K.to(f64)  # [N], [4, 4], [3, 3]
     rot, trans = viewmat[:3, :3], viewmat[:3, 3]  # [3, 3], [3]
-    means_c = means @ rot.T + trans  # [N, 3] camera frame
-    cov_c = rot @ quat_scale_to_covariance(quats, scales) @ rot.T  # [N, 3, 3]
-
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    x, y, z = means_c.unbind(-1)  # [N] each
-    # gsplat's Jacobian clamp: evaluate the Jacobian at most 30 % of the half-fov off screen
-    lim_x = ((width - cx) / fx + 0.3 * 0.5 * width / fx, cx / fx + 0.3 * 0.5 * width / fx)
-    lim_y = ((height - cy) / fy + 0.3 * 0.5 * height / fy, cy / fy + 0.3 * 0.5 * height / fy)
-    tx = z * torch.clamp(x / z, min=-lim_x[1], max=lim_x[0])  # [N]
-    ty = z * torch.clamp(y / z, min=-lim_y[1], max=lim_y[0])  # [N]
-    zero = torch.zeros_like(z)
-    jac = torch.stack(
-        [
-            torch.stack([fx / z, zero, -fx * tx / z**2], -1),
-            torch.stack([zero, fy / z, -fy * ty / z**2], -1),
-        ],
-        dim=-2,
-    )  # [N, 2, 3]
-    cov2d = jac @ cov_c @ jac.transpose(-1, -2) + eps2d * torch.eye(2, dtype=f64)  # [N, 2, 2]
+    covars = quat_scale_to_covariance(quats, scales)  # [N, 3, 3]
+    means_c, cov_c = world_to_camera(means, covars, viewmat)  # [N, 3], [N, 3, 3] camera frame
+    mean2d, cov2d = perspective_projection(means_c, cov_c, K, width, height)  # [N, 2], [N, 2, 2]
+    cov2d = cov2d + eps2d * torch.eye(2, dtype=f64)  # [N, 2, 2]
     det = torch.linalg.det(cov2d)  # [N]
-    mean2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)  # [N, 2]
+    z = means_c[:, 2]  # [N]
 
     valid = (z >= near_plane) & (z <= far_plane) & (det > 0)  # [N]
     if normals is not None:

@@ -1,6 +1,7 @@
-"""A small, plain glTF player for tests and benchmarks: reads a .glb with pygltflib and poses its
-one skinned, morphed mesh at a keyframe (morph targets, then linear blend skinning), as glTF 2.0
-specifies and three.js / Blender play it."""
+"""A small, plain glTF player: reads the .glb that `avatar.flame.arkit_export.write_arkit_glb`
+writes (with pygltflib) and poses its one skinned, morphed mesh at a keyframe (morph targets,
+then linear blend skinning), as glTF 2.0 specifies and three.js / Blender play it. The tests and
+benchmarks/arkit.py check the writer's files with it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pygltflib
 
-_DTYPES = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}
-_WIDTHS = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+from avatar.flame.arkit_export import GLTF_COMPONENT_TYPES, GLTF_WIDTHS
+
+_DTYPES = {code: dtype for dtype, code in GLTF_COMPONENT_TYPES.items()}
 
 
 class GlbPlayer:
@@ -39,7 +41,7 @@ class GlbPlayer:
         """Accessor `index` as an array `[count, width]`."""
         a = self.gltf.accessors[index]
         view = self.gltf.bufferViews[a.bufferView]
-        width = _WIDTHS[a.type]
+        width = GLTF_WIDTHS[a.type]
         start = view.byteOffset + (a.byteOffset or 0)
         flat = np.frombuffer(self.blob, _DTYPES[a.componentType], a.count * width, start)
         return flat.reshape(a.count, width)
