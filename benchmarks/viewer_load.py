@@ -151,20 +151,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="viewer-load-"))
     tempfile.tempdir = str(scratch)
 
-    from viewer_client import FakePage
-
-    from animator import Animator
-    from avatar.avatars import load_avatar
-    from avatar.flame import load_flame
-    from viewer.app import ClientSession, ViewerApp, ViewerConfig
-
-    head = load_flame()
-    app = ViewerApp(
-        ViewerConfig(host="127.0.0.1", port=0, max_side=args.size, moving_side=args.size // 2,
-                     backend="cpu"),
-        animator=Animator.load(head=head), avatar=load_avatar(None, head),
-    )  # fmt: skip
-    app.start()
+    app = _start_server(args.size)
     port = app.server.get_port()
     upload = _speech_flac()
     print(f"CPU cores: {os.cpu_count()}, load average before: {_load()}")
@@ -180,45 +167,95 @@ def main() -> None:
     baseline = _rss_mb()
     print(f"RSS baseline (one tab came, uploaded, exported and went): {baseline:.0f} MB")
 
+    tabs = _open_tabs(app, args.tabs, args.size)
+    run = _run_tabs(tabs, upload, args.seconds)
+    _report_tabs(tabs, run)
+    _report_after_all_left(app, tabs, args.size, baseline, scratch)
+    app.stop()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _start_server(size: int):
+    """A viewer on 127.0.0.1 (any free port) rendering `size`^2 frames on the CPU."""
+    from animator import Animator
+    from avatar.avatars import load_avatar
+    from avatar.flame import load_flame
+    from viewer.app import ViewerApp, ViewerConfig
+
+    head = load_flame()
+    app = ViewerApp(
+        ViewerConfig(host="127.0.0.1", port=0, max_side=size, moving_side=size // 2,
+                     backend="cpu"),
+        animator=Animator.load(head=head), avatar=load_avatar(None, head),
+    )  # fmt: skip
+    app.start()
+    return app
+
+
+def _open_tabs(app, count: int, size: int) -> list[Tab]:
+    """`count` tabs, connected one after the other, the first CLOSING_TABS of them to leave
+    mid-export."""
+    from viewer_client import FakePage
+
     tabs: list[Tab] = []
-    for i in range(args.tabs):
-        page = FakePage(port, width=args.size, height=args.size)
+    for i in range(count):
+        page = FakePage(app.server.get_port(), width=size, height=size)
         before = set(app.sessions)
         _wait(lambda before=before: set(app.sessions) - before, 60)
         session = app.sessions[(set(app.sessions) - before).pop()]
         tabs.append(Tab(i, page, session, closes_mid_export=i < CLOSING_TABS))
+    return tabs
+
+
+@dataclass
+class Run:
+    """What the server did while the tabs were driven."""
+
+    end: float
+    #: (seconds since the start, RSS MB, open tabs), sampled through the run.
+    rss: list[tuple[float, float, int]]
+    #: Images each staying tab had received when the closing tabs had gone, and when that was.
+    images_when_closed: dict[int, int]
+    closed_at: float
+
+
+def _run_tabs(tabs: list[Tab], upload: bytes, seconds: float) -> Run:
+    """Drive every tab on its own thread for `seconds`, sampling the server's memory."""
     start = time.monotonic()
     for tab in tabs:
         tab.opened, tab.images_at_open = start, tab.page.images
-    stop_at = start + args.seconds
+    stop_at = start + seconds
     drivers = [
         threading.Thread(
             target=_drive,
             args=(tab,),
             daemon=True,
-            kwargs={"start": start, "stop_at": stop_at, "upload": upload, "seconds": args.seconds},
+            kwargs={"start": start, "stop_at": stop_at, "upload": upload, "seconds": seconds},
         )  # fmt: skip
         for tab in tabs
     ]
     for d in drivers:
         d.start()
 
-    rss: list[tuple[float, float, int]] = []
-    images_when_closed: dict[int, int] = {}
+    run = Run(end=0.0, rss=[], images_when_closed={}, closed_at=0.0)
     while time.monotonic() < stop_at:
         open_tabs = sum(t.closed is None for t in tabs)
-        rss.append((time.monotonic() - start, _rss_mb(), open_tabs))
-        if open_tabs == args.tabs - CLOSING_TABS and not images_when_closed:
-            images_when_closed = {t.index: t.page.images for t in tabs if t.closed is None}
-            closed_at = time.monotonic()
-        time.sleep(min(2.0, args.seconds / 60))
-    end = time.monotonic()
+        run.rss.append((time.monotonic() - start, _rss_mb(), open_tabs))
+        if open_tabs == len(tabs) - CLOSING_TABS and not run.images_when_closed:
+            run.images_when_closed = {t.index: t.page.images for t in tabs if t.closed is None}
+            run.closed_at = time.monotonic()
+        time.sleep(min(2.0, seconds / 60))
+    run.end = time.monotonic()
     for d in drivers:
         d.join(timeout=30)
+    return run
 
+
+def _report_tabs(tabs: list[Tab], run: Run) -> None:
+    """Per tab: frames per second, slider latency, upload and export; then the memory."""
     print("\nper tab: frames the page received per second, server-side slider-to-frame p95")
     for tab in tabs:
-        until = tab.closed or end
+        until = tab.closed or run.end
         fps = (tab.page.images - tab.images_at_open) / max(until - tab.opened, 1e-9)
         lat = np.array(tab.session.change_latencies) * 1000
         p95 = f"{np.percentile(lat, 95):.0f} ms" if len(lat) else "n/a"
@@ -232,37 +269,46 @@ def main() -> None:
             export = f"export {tab.export_done - tab.export_clicked:.1f} s"
         else:
             export = f"export {tab.session.controls.export_progress.value:.0f} % done at the end"
+        dropped = tab.session.render_loop.frames_dropped
         print(
             f"  tab {tab.index}: {fps:5.1f} fps, p95 {p95:>7s} (n={len(lat)}, {tab.drags} drags), "
-            f"upload {upload_s}, {export}"
+            f"upload {upload_s}, {export}, {dropped} overtaken frames dropped"
         )
-    if images_when_closed:
-        span = end - closed_at
+    if run.images_when_closed:
+        span = run.end - run.closed_at
         rates = [
-            (t.page.images - images_when_closed[t.index]) / span
+            (t.page.images - run.images_when_closed[t.index]) / span
             for t in tabs
-            if t.index in images_when_closed
+            if t.index in run.images_when_closed
         ]
         print(
             f"after {CLOSING_TABS} tabs closed mid-export, the other {len(rates)} received "
             f"{min(rates):.1f}-{max(rates):.1f} fps over {span:.0f} s"
         )
     print("\nRSS over time (s, MB, open tabs):")
-    step = max(1, len(rss) // 12)
-    print("  " + ", ".join(f"{t:.0f}s {m:.0f}MB/{n}" for t, m, n in rss[::step]))
-    print(f"  peak {max(m for _, m, _ in rss):.0f} MB; load average {_load()}")
+    step = max(1, len(run.rss) // 12)
+    print("  " + ", ".join(f"{t:.0f}s {m:.0f}MB/{n}" for t, m, n in run.rss[::step]))
+    print(f"  peak {max(m for _, m, _ in run.rss):.0f} MB; load average {_load()}")
+
+
+def _report_after_all_left(app, tabs: list[Tab], size: int, baseline: float, scratch: Path) -> None:
+    """Close every tab, check a new one is still served, then what the server kept: RSS,
+    sessions alive, temporary files. Empties `tabs` (so no session is kept from here)."""
+    from viewer_client import FakePage
+
+    from viewer.app import ClientSession
 
     for tab in tabs:
         tab.page.close()
     _wait(lambda: not app.sessions and not any(t.session.exporting for t in tabs), 120)
     for tab in tabs:
-        tab.session._thread.join(timeout=10)
-    fresh = FakePage(port, width=args.size, height=args.size)
+        tab.session.render_loop.join(timeout=10)
+    fresh = FakePage(app.server.get_port(), width=size, height=size)
     served = app.wait_for_session(1, timeout=30)[0].wait_frames(1, timeout=30)
     fresh.close()
     _wait(lambda: not app.sessions, 30)
     tabs.clear()
-    del tab, session, page, fresh  # the loop variables still point at the last ones
+    del tab, fresh  # the loop variable still points at the last tab
     _release_free_memory()
     after = _rss_mb()
     alive = sum(type(o) is ClientSession for o in gc.get_objects())
@@ -272,8 +318,6 @@ def main() -> None:
         f"{alive} sessions still in memory, a new tab {'was' if served else 'was NOT'} served, "
         f"{len(left)} temporary files left{': ' + ', '.join(left) if left else ''}"
     )
-    app.stop()
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _warm_up(app, size: int, upload: bytes) -> None:

@@ -40,6 +40,7 @@ from viewer.app import (
 from viewer.frames import image_size
 from viewer.origins import OriginPolicy, normalize_origin
 from viewer.playback import ERROR_WINDOW, ClockReport, audio_element_js, command_js
+from viewer.render_loop import FrameRequest, RenderLoop
 from viewer.upload import MAX_UPLOAD_BYTES
 
 pytestmark = pytest.mark.filterwarnings("ignore:Queued a .* on a closed connection")
@@ -197,6 +198,110 @@ def test_frame_source_is_the_render_seam_without_a_server(models):
     image = source.render(head_camera("front", 64, 64), 0.2)
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
     assert (image.min(axis=2) < 200).mean() > 0.1  # the head is in the picture
+
+
+class _FakeFrames:
+    """A render loop around a fake renderer on a fake clock: `state` is what a frame shows;
+    drawing a state in `hold` blocks until `release` is set, so requests can arrive while a
+    frame is in flight, deterministically. With `poll`, `prepare` checks `request.stale()`
+    before its (fake) rasterizer, as the session does."""
+
+    def __init__(self, *, hold: tuple[str, ...] = (), poll: bool = False) -> None:
+        self.state, self.now, self.hold, self.poll = "a", 100.0, hold, poll
+        self.prepared: list[tuple[str, bool]] = []  # (state, moving) per frame begun
+        self.drawn: list[str] = []  # states the rasterizer ran for
+        self.sent: list[str] = []
+        self.blocked, self.release = threading.Event(), threading.Event()
+        self._cond = threading.Condition()
+        self.loop = RenderLoop(
+            self.prepare, self.send, fps=25.0, playing=lambda: False, clock=lambda: self.now
+        )
+
+    def prepare(self, request: FrameRequest) -> tuple[float, str] | None:
+        state = self.state
+        self.prepared.append((state, request.moving))
+        if state in self.hold:
+            self.blocked.set()
+            assert self.release.wait(20)
+        if self.poll and request.stale():
+            return None
+        self.drawn.append(state)
+        return 0.0, state
+
+    def send(self, frame: str) -> None:
+        with self._cond:
+            self.sent.append(frame)
+            self._cond.notify_all()
+
+    def wait_sent(self, count: int) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.sent) >= count, 20), self.sent
+
+    def finish(self) -> RenderLoop:
+        """Stop the loop and wait for its thread: its counters are final."""
+        self.loop.stop()
+        self.loop.join(20)
+        return self.loop
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["checked-before-send", "polled-in-prepare"])
+def test_render_loop_drops_an_overtaken_frame_and_draws_the_newest_state(poll):
+    """Requests that arrive while a frame is drawn (a slider, then a seek) overtake it: it is
+    never sent, the next frame shows the newest state, and the state in between is never drawn
+    (no queue of stale work). Polled between posing and drawing, the overtaken frame skips the
+    rasterizer too. Latency is timed from the first request the page has not seen."""
+    frames = _FakeFrames(hold=("a",), poll=poll)
+    frames.loop.request()
+    frames.loop.start("test-render")
+    try:
+        assert frames.blocked.wait(20)  # drawing "a"
+        frames.now += 0.01
+        frames.state = "b"
+        frames.loop.request()
+        frames.state = "c"
+        frames.loop.request()
+        frames.release.set()
+        frames.wait_sent(1)
+    finally:
+        loop = frames.finish()
+    assert frames.sent == ["c"]
+    assert [state for state, _ in frames.prepared] == ["a", "c"]
+    assert frames.drawn == (["c"] if poll else ["a", "c"])
+    assert (loop.frames_sent, loop.frames_dropped) == (1, 1)
+    assert list(loop.change_latencies) == [pytest.approx(0.01)]  # from the request "a" answered
+
+
+def test_render_loop_sends_an_overtaken_frame_once_the_page_waited_too_long():
+    """A drag overtakes every frame that takes longer than the requests' spacing: a frame the
+    page has waited a frame period for goes out anyway, then the newest state."""
+    frames = _FakeFrames(hold=("a",))
+    frames.loop.request()
+    frames.loop.start("test-render")
+    try:
+        assert frames.blocked.wait(20)
+        frames.state = "c"
+        frames.loop.request()
+        frames.now += 2 * frames.loop.period  # this frame took two periods to draw
+        frames.release.set()
+        frames.wait_sent(2)
+    finally:
+        loop = frames.finish()
+    assert frames.sent == ["a", "c"]
+    assert (loop.frames_sent, loop.frames_dropped) == (2, 0)
+
+
+def test_render_loop_draws_small_while_the_camera_moves_then_once_full_size():
+    frames = _FakeFrames()
+    frames.loop.start("test-render")
+    try:
+        frames.loop.camera_moved()
+        frames.wait_sent(1)
+        assert frames.prepared == [("a", True)]
+        frames.now += 1.0  # the camera has rested: the loop wakes for its full-size frame
+        frames.wait_sent(2)
+    finally:
+        frames.finish()
+    assert frames.prepared == [("a", True), ("a", False)]
 
 
 def test_viewer_frame_is_the_exported_frame(app, models, tmp_path):
@@ -637,6 +742,68 @@ def test_other_viser_release_is_refused(models, monkeypatch):
     assert str(err.value) == (
         "viser 1.2.0 is installed but the viewer needs viser 1.1.1; run: pip install viser==1.1.1"
     )
+
+
+def test_viser_private_api_is_where_the_compat_module_expects(app):
+    """Every private piece of viser that viewer/_viser_compat.py reaches, checked by name, so a
+    viser upgrade that moves one fails here, saying which, not in a callback thread."""
+    import dataclasses
+    from pathlib import Path
+
+    from viser import _gui_handles
+
+    assert viser.__version__ == compat.VISER_VERSION
+    assert compat.GuiProgressBarHandle is _gui_handles.GuiProgressBarHandle
+    # start_server raises unless viser still binds through websockets.asyncio.server.serve.
+    assert app.server is not None
+    wanted = {  # the messages we build or read, and their fields
+        "ShareUrlRequest": set(),
+        "ShareUrlUpdated": set(),
+        "RunJavascriptMessage": {"source"},
+        "FileTransferStartUpload": {"source_component_uuid", "transfer_uuid", "filename",
+                                    "mime_type", "part_count", "size_bytes"},
+        "FileTransferPart": {"source_component_uuid", "transfer_uuid", "part_index", "content"},
+        "FileTransferPartAck": {"source_component_uuid", "transfer_uuid", "transferred_bytes",
+                                "total_bytes"},
+        "FileTransferStartDownload": {"transfer_uuid", "filename"},
+        "GuiUpdateMessage": {"uuid", "updates"},
+        "NotificationShowMessage": {"props"},
+        "BackgroundImageMessage": {"format", "rgb_data"},
+        "ViewerCameraMessage": {"wxyz", "position", "fov", "near", "far", "image_height",
+                                "image_width", "look_at", "up_direction"},
+    }  # fmt: skip
+    for name, fields in wanted.items():
+        cls = getattr(compat.messages, name, None)
+        assert cls is not None, f"viser._messages.{name} is gone"
+        missing = fields - {f.name for f in dataclasses.fields(cls)}
+        assert not missing, f"viser._messages.{name} lost {missing}"
+    server_ws = app.server._websock_server
+    assert callable(server_ws.register_handler) and callable(server_ws.unregister_handler)
+    with _tab(app) as (page, session):
+        client = session.client
+        conn = client._websock_connection
+        for name in ("queue_message", "register_handler", "unregister_handler"):
+            assert callable(getattr(conn, name)), f"ClientConnection.{name} is gone"
+        gui = client.gui
+        assert callable(gui._handle_file_transfer_start)
+        assert callable(gui._handle_file_transfer_part)
+        assert isinstance(gui._current_file_upload_states, dict)
+        assert isinstance(session.controls.upload._impl.uuid, str)
+        # The per-transfer state guard_uploads reads, on a transfer that is arriving.
+        button = compat.element_uuid(session.controls.upload)
+        transfer = page.start_upload(button, "state.flac", size=3 * PART_BYTES)
+        page.send_part(button, transfer, 0, bytes(PART_BYTES))
+        page.wait_ack(transfer, PART_BYTES)
+        state = gui._current_file_upload_states[transfer]
+        assert {"filename", "total_bytes", "transferred_bytes", "parts"} <= set(state)
+    # The page side: viser's page posts {type: "send", message} to its websocket worker, which
+    # compat.page_sender_js captures (the clock reports ride on it).
+    client_src = Path(viser.__file__).parent / "client" / "src"
+    worker = (client_src / "WebsocketClientWorker.ts").read_text()
+    interface = (client_src / "WebsocketInterface.tsx").read_text()
+    assert '{ type: "send"; message: Message }' in worker
+    assert 'postMessage({ type: "send", message }' in interface
+    assert 'msg.type === "send"' in compat.page_sender_js("st")
 
 
 def test_an_uploaded_recording_is_kept_for_export_at_its_own_quality(app, tmp_path):

@@ -1,6 +1,7 @@
 """Every use of viser's private API in one place, pinned to viser 1.1.1: the WebSocket handshake
-hook (Origin check), the per-tab upload guard, the JavaScript channel, the share-link handler and
-the wire format the tests' fake browser speaks.
+hook (Origin check), the per-tab upload guard, the JavaScript channel (both ways: scripts into one
+page, and the page's own sends through viser's websocket worker), the share-link handler and the
+wire format the tests' fake browser speaks.
 
 viser 1.1.1 offers no public way to do any of these (shared/notes/viser.md). Each function names
 the private piece it reaches; after a viser upgrade, this module and tests/test_viewer.py are what
@@ -34,6 +35,7 @@ __all__ = [
     "guard_uploads",
     "messages",
     "oversize_reason",
+    "page_sender_js",
     "replace_share_handler",
     "run_javascript",
     "start_server",
@@ -231,6 +233,27 @@ def buffered_upload_bytes(client: viser.ClientHandle) -> int:
 def _megabytes(size: int) -> str:
     mb = size / 2**20
     return f"{mb:.0f} MB" if mb >= 10 else f"{math.ceil(mb * 10) / 10:g} MB"
+
+
+def page_sender_js(state: str) -> str:
+    """JavaScript statements that give the page's `state` object a `send(message)`: a message
+    into viser's websocket, as viser's own page sends one (the clock reports ride on it).
+
+    viser 1.1.1's page keeps the socket in a Web Worker and posts it `{type: "send", message}`
+    (client/src/WebsocketClientWorker.ts, WebsocketInterface.tsx); the statements patch
+    `Worker.prototype.postMessage` to remember that worker at the page's next send. Run once per
+    page (`state.hooked` guards it)."""
+    s = state
+    return f"""  if (!{s}.hooked) {{
+    // viser's websocket lives in a Web Worker; remember it at the viewer's next send.
+    const post = Worker.prototype.postMessage;
+    Worker.prototype.postMessage = function (msg, ...rest) {{
+      if (msg && msg.type === "send") {s}.worker = this;
+      return post.call(this, msg, ...rest);
+    }};
+    {s}.send = (message) => post.call({s}.worker, {{ type: "send", message }});
+    {s}.hooked = true;
+  }}"""
 
 
 # -- the wire format (viser/infra/_infra.py: _message_producer, _message_consumer) --------------

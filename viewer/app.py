@@ -5,13 +5,15 @@ sliders, records an emotion track, uploads speech and exports an MP4.
     print(app.start())          # the URL; binds 127.0.0.1 unless told otherwise
     app.wait()                  # until Ctrl-C
 
-One `ClientSession` per browser tab: its own camera, controls, audio clock (`viewer.playback`)
-and ONE paced render thread. Each frame, the session reads the clip's speech weights w_A at the
-audio time (as the page reports it, extrapolated, plus a lead for the frame's trip to the
-screen), the emotion weights w_E of the sliders or the recorded track, maps them to FLAME, adds
-the idle layer, poses the Gaussians and either renders them on the server at the browser's
-camera (`mode="image"`, sent as a JPEG background) or sends the posed Gaussians for the
-browser's GPU to draw (`mode="splats"`). Importing this module starts nothing.
+One `ClientSession` per browser tab: its own camera, controls, audio clock (`viewer.playback`,
+driven by `viewer.transport`) and ONE paced render thread (`viewer.render_loop`). Each frame,
+the session reads the clip's speech weights w_A at the audio time (as the page reports it,
+extrapolated, plus a lead for the frame's trip to the screen), the emotion weights w_E of the
+sliders or the recorded track, maps them to FLAME, adds the idle layer, poses the Gaussians and
+either renders them on the server at the browser's camera (`mode="image"`, sent as a JPEG
+background) or sends the posed Gaussians for the browser's GPU to draw (`mode="splats"`). A
+frame overtaken by a newer request while it is drawn is dropped (`viewer.render_loop`).
+Importing this module starts nothing.
 """
 
 from __future__ import annotations
@@ -40,27 +42,19 @@ from avatar.image import to_uint8
 from avatar.render import render, render_device
 from viewer import _viser_compat as compat
 from viewer import gui as gui_layout
-from viewer.clip import Clip, make_clip
+from viewer.clip import make_clip
 from viewer.config import MODES, ViewerConfig
 from viewer.exporting import ExportHandling
 from viewer.frames import FrameSource, gaussians_to_splats, image_size
 from viewer.origins import OriginPolicy
-from viewer.playback import AudioClock, ClockReport, audio_element_js, command_js
+from viewer.playback import AudioClock
 from viewer.recording import RecordingHandling
-from viewer.upload import (
-    MAX_PARALLEL_ANALYSES,
-    UploadHandling,
-)
+from viewer.render_loop import FrameRequest, RenderLoop
+from viewer.transport import GUI_FOLLOW_S, TransportHandling
+from viewer.upload import MAX_PARALLEL_ANALYSES, UploadHandling
 
-#: Frames and slider-to-frame latencies kept per session for statistics (the newest ones):
-#: at 25 fps, 20 000 frames are the last 13 minutes.
-FRAME_LOG_LEN = 20_000
-LATENCY_LOG_LEN = 2_000
-#: After the last camera message, the camera counts as moving for this long (seconds): frames
-#: are rendered small meanwhile, then once at full size.
-CAMERA_REST_S = 0.25
-#: How often the timeline slider and the plot's playhead follow playback (seconds).
-GUI_FOLLOW_S = 0.25
+#: What the render loop sends: an image `[H, W, 3]` uint8, or viser's splat arrays.
+Frame = np.ndarray | tuple[np.ndarray, ...]
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -86,11 +80,12 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
+class ClientSession(TransportHandling, RecordingHandling, UploadHandling, ExportHandling):
     """One browser tab: its controls, audio clock, render loop, recording and export.
 
-    Thread model: viser calls the callbacks on its thread pool; the render loop runs on its own
-    thread and reads the state under `_lock`; `_wake` tells it that something changed.
+    Thread model: viser calls the callbacks on its thread pool; the render loop
+    (`viewer.render_loop`) runs on its own thread and reads the state under `_lock`;
+    `_changed()` is a request to it (the newest state is drawn next).
     """
 
     def __init__(self, app: ViewerApp, client: viser.ClientHandle) -> None:
@@ -98,7 +93,6 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
         self.client = client
         self.config = app.config
         self._lock = threading.RLock()
-        self._wake = threading.Event()
         self._closed = threading.Event()
         self.clip = app.default_clip
         self.clock = AudioClock(self.clip.duration, loop=True)
@@ -109,19 +103,14 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
         self.background = (1.0, 1.0, 1.0)
         self.track_keys: dict[float, dict[str, float]] = {}
         self.exporting = False
-        self.last_camera_update = 0.0
-        self._full_res_pending = False
-        self._changed_at: float | None = None
         self._started = False
-        #: Frame statistics for benchmarks: (monotonic time flushed, media time shown), newest.
-        self.frame_log: deque[tuple[float, float]] = deque(maxlen=FRAME_LOG_LEN)
-        #: Seconds from a control change to the first frame that shows it leaving the server
-        #: (the newest ones).
-        self.change_latencies: deque[float] = deque(maxlen=LATENCY_LOG_LEN)
-        #: The last image sent `[H, W, 3]` uint8 (image mode) and how many frames were sent.
+        #: Draws and sends this tab's frames; frame statistics for tests and benchmarks.
+        self.render_loop: RenderLoop = RenderLoop(
+            self._prepare_frame, self._send_frame, fps=self.config.render_fps,
+            playing=lambda: self.clock.playing, tick=self._follow_playhead, tick_s=GUI_FOLLOW_S,
+        )  # fmt: skip
+        #: The last image sent `[H, W, 3]` uint8 (image mode).
         self.last_image: np.ndarray | None = None
-        self.frames_sent = 0
-        self._frame_cond = threading.Condition()
         self._splats: viser.GaussianSplatHandle | None = None
         #: The bytes of the last MP4 exported (also offered to the page for download).
         self.last_export: bytes | None = None
@@ -143,10 +132,7 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
         self._wire()
         self._send_audio()
         self._update_plot()
-        self._thread = threading.Thread(
-            target=self._render_loop, name=f"viewer-render-{client.client_id}", daemon=True
-        )
-        self._thread.start()
+        self.render_loop.start(f"viewer-render-{client.client_id}")
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -184,61 +170,11 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
         c.clock_report.on_update(self._on_clock_report)
         self.client.camera.on_update(lambda _: self._on_camera())
 
-    def _send_audio(self) -> None:
-        compat.run_javascript(
-            self.client,
-            audio_element_js(
-                self.clip.wav,
-                compat.element_uuid(self.controls.clock_report),
-                loop=self.clock.loop,
-                seq=self.clock.seq,
-            ),
-        )
-        # The page captures viser's websocket worker at its next send; a tiny fov change
-        # (0.006 degrees, above viser's allclose) makes the page send its camera back at once,
-        # so reports can start before any click.
-        self.client.camera.fov = self.client.camera.fov + 1e-4
-        self.client.flush()
-
     # -- controls ------------------------------------------------------------------------
 
     def _changed(self) -> None:
         """Something that shows in the picture changed: render a new frame soon."""
-        with self._lock:
-            if self._changed_at is None:
-                self._changed_at = time.monotonic()
-        self._wake.set()
-
-    def _command(self, seq: int, *, seek: float | None = None) -> None:
-        compat.run_javascript(self.client, command_js(self.clock, seq, seek=seek))
-        self._changed()
-
-    def _on_start(self) -> None:
-        self._started = True
-        self.controls.start.visible = False
-        self.play()
-
-    def play(self) -> None:
-        self._command(self.clock.play())
-        if self.controls.record.value:
-            self._record_key()
-
-    def pause(self) -> None:
-        self._command(self.clock.pause())
-        self._follow_playhead()
-
-    def toggle_play(self) -> None:
-        self.pause() if self.clock.playing else self.play()
-
-    def seek(self, media_time: float) -> None:
-        media_time = min(max(float(media_time), 0.0), self.clip.duration)
-        self._command(self.clock.seek(media_time), seek=media_time)
-        self._follow_playhead()
-
-    def _on_timeline(self, event: viser.GuiEvent) -> None:
-        if event.client is None:
-            return  # our own follow-the-playhead update, not a person scrubbing
-        self.seek(self.controls.timeline.value)
+        self.render_loop.request()
 
     def current_mix(self) -> dict[str, float]:
         return {k: float(s.value) for k, s in self.controls.emotions.items() if s.value > 0}
@@ -288,23 +224,7 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
         self.client.flush()
 
     def _on_camera(self) -> None:
-        with self._lock:
-            self.last_camera_update = time.monotonic()
-            self._full_res_pending = True
-        self._changed()
-
-    def _on_clock_report(self, event: viser.GuiEvent) -> None:
-        report = ClockReport.parse(self.controls.clock_report.value)
-        if report is None:
-            return
-        was_error = self.clock.browser_error
-        self.clock.report(report)
-        if report.error and not was_error and self.clock.playing:
-            self.client.add_notification(
-                "Sound is blocked", "Click the green Start button to hear the speech.",
-                color="yellow", auto_close_seconds=8.0,
-            )  # fmt: skip
-            self.controls.start.visible = True
+        self.render_loop.camera_moved()
 
     # -- the picture -----------------------------------------------------------------------
 
@@ -327,92 +247,67 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
     def _pose(self, media_time: float) -> Gaussians:
         return self.frame_source().gaussians(media_time)
 
+    def _camera(self, side: int) -> Camera:
+        """This client's camera, with the browser canvas's aspect and the longest side `side`."""
+        cam = self.client.camera
+        width, height = image_size(cam.aspect, side)
+        return Camera.from_camera_to_world(
+            cam.wxyz, cam.position, fov_y=cam.fov, width=width, height=height
+        )
+
     def render_image(self, media_time: float, *, side: int | None = None) -> np.ndarray:
         """The frame at a media time through this client's camera: `[H, W, 3]` uint8 with the
         browser canvas's aspect and the longest side `side` (default: max_side)."""
-        cam = self.client.camera
-        width, height = image_size(cam.aspect, side or self.config.max_side)
-        camera = Camera.from_camera_to_world(
-            cam.wxyz, cam.position, fov_y=cam.fov, width=width, height=height
-        )
-        return self.frame_source().render(camera, media_time)
+        return self.frame_source().render(self._camera(side or self.config.max_side), media_time)
 
-    def _render_loop(self) -> None:
-        """Paced: one frame per 1 / render_fps while playing; on demand when paused."""
-        period = 1.0 / self.config.render_fps
-        next_tick = time.monotonic()
-        last_follow = 0.0
-        while not self._closed.is_set():
-            now = time.monotonic()
-            playing = self.clock.playing
-            with self._lock:
-                moving = now - self.last_camera_update < CAMERA_REST_S
-                rest_due = self._full_res_pending and not moving
-            needed = playing or self._wake.is_set() or rest_due
-            if not needed:
-                # Paused and nothing changed: sleep until a control or the camera moves (or
-                # the camera comes to rest and wants its full-resolution frame).
-                self._wake.wait(CAMERA_REST_S if self._full_res_pending else 1.0)
-                continue
-            self._wake.clear()
-            with self._lock:
-                changed_at, self._changed_at = self._changed_at, None
-                if not moving:
-                    self._full_res_pending = False
-            try:
-                self._send_frame(moving, changed_at)
-            except Exception as err:  # noqa: BLE001 - one bad frame must not kill the loop
-                if self._closed.is_set():
-                    return
-                print(f"talking-avatar view: frame failed ({type(err).__name__}: {err})")
-                time.sleep(0.5)
-            if playing and now - last_follow > GUI_FOLLOW_S:
-                last_follow = now
-                self._follow_playhead()
-            # Pace: sleep to the next tick, but wake early for a change (slider latency).
-            next_tick = max(next_tick + period, time.monotonic() + 0.2 * period)
-            if playing:
-                self._wake.wait(max(0.0, next_tick - time.monotonic()))
-            else:
-                next_tick = time.monotonic()
-
-    def _send_frame(self, moving: bool, changed_at: float | None) -> None:
+    def _prepare_frame(self, request: FrameRequest) -> tuple[float, Frame] | None:
+        """The render loop's `prepare`: the frame at the page's audio time (plus the lead for
+        its trip to the screen), small while the camera moves; None when a newer request
+        overtook it before the rasterizer ran."""
         media = self.clock.position(lead=self.config.lead_s)
-        if self._closed.is_set():
-            return
+        source = self.frame_source()
+        if self.config.mode == "splats":
+            return media, gaussians_to_splats(source.gaussians(media))
+        camera = self._camera(self.config.moving_side if request.moving else self.config.max_side)
+        gaussians = source.gaussians(media)
+        if request.stale():
+            return None
+        return media, source.draw(gaussians, camera)
+
+    def _send_frame(self, frame: Frame) -> None:
+        """The render loop's `send`: splat arrays, or the image as the JPEG background."""
         if self.config.mode == "splats":
             assert self._splats is not None
-            self._splats.set_gaussians(*gaussians_to_splats(self._pose(media)))
+            self._splats.set_gaussians(*frame)
         else:
-            side = self.config.moving_side if moving else self.config.max_side
-            image = self.render_image(media, side=side)
-            if self._closed.is_set():
-                return  # the tab left while this frame was rendered
             self.client.scene.set_background_image(
-                image, format="jpeg", jpeg_quality=self.config.jpeg_quality
+                frame, format="jpeg", jpeg_quality=self.config.jpeg_quality
             )
-            self.last_image = image
+            self.last_image = frame
         self.client.flush()
-        sent = time.monotonic()
-        with self._frame_cond:
-            self.frames_sent += 1
-            self.frame_log.append((sent, media))
-            if changed_at is not None:
-                self.change_latencies.append(sent - changed_at)
-            self._frame_cond.notify_all()
+
+    # Frame statistics (tests, benchmarks): see `viewer.render_loop.RenderLoop`.
+    @property
+    def frames_sent(self) -> int:
+        return self.render_loop.frames_sent
+
+    @property
+    def frame_log(self) -> deque[tuple[float, float]]:
+        """(monotonic time flushed, media time shown) per frame sent, the newest ones."""
+        return self.render_loop.frame_log
+
+    @property
+    def change_latencies(self) -> deque[float]:
+        """Seconds from a control change to the first frame that shows it leaving the server."""
+        return self.render_loop.change_latencies
+
+    @property
+    def last_camera_update(self) -> float:
+        return self.render_loop.camera_moved_at
 
     def wait_frames(self, count: int, timeout: float = 10.0) -> bool:
         """Block until `count` more frames have been sent (tests, benchmarks)."""
-        with self._frame_cond:
-            target = self.frames_sent + count
-            return self._frame_cond.wait_for(lambda: self.frames_sent >= target, timeout)
-
-    def _follow_playhead(self) -> None:
-        """Move the timeline slider and the plot's playhead with playback (a few times a second;
-        each update is a message to the page)."""
-        t = round(self.clock.position(), 2)
-        self.controls.timeline.value = t  # event.client is None: _on_timeline ignores it
-        self._update_plot(t)
+        return self.render_loop.wait_frames(count, timeout)
 
     def _update_plot(self, playhead: float | None = None) -> None:
         anim, clip = self.app.animator, self.clip
@@ -426,28 +321,13 @@ class ClientSession(RecordingHandling, UploadHandling, ExportHandling):
         t = self.clock.position() if playhead is None else playhead
         self.controls.plot.data = gui_layout.plot_data(times, jaw, intensities, t)
 
-    def set_clip(self, clip: Clip) -> None:
-        """Play another clip: a new clock (paused at 0), timeline, plot and page audio."""
-        loop, rate = self.clock.loop, self.clock.rate
-        with self._lock:
-            self.clip = clip
-            self.clock = AudioClock(clip.duration, loop=loop, rate=rate)
-            self.track_keys.clear()  # keys belong to the old clip's times
-        self.controls.timeline.max = max(clip.duration, 0.01)
-        self.controls.timeline.value = 0.0
-        self.controls.status.content = gui_layout._status_text(clip.name, clip.duration)
-        self._send_audio()
-        self._update_track_info()
-        self._update_plot()
-        self._changed()
-
     # -- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
         """The tab went away: stop the render loop (an export in flight cancels itself) and
         remove its uploaded recording."""
         self._closed.set()
-        self._wake.set()
+        self.render_loop.stop()
         shutil.rmtree(self._upload_dir, ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,72 +133,113 @@ def export_mp4(
         frames_dir: also write every frame as PNG here.
         on_progress: called with (frames done, total) after each frame.
     """
-    import imageio.v3 as iio
-    import imageio_ffmpeg
-    from tqdm import tqdm
-
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise TalkingAvatarError(f"{path}: the output must be an .mp4 file")
     if camera not in CAMERAS:
         raise TalkingAvatarError(f"unknown camera '{camera}'; choose from {', '.join(CAMERAS)}")
     check_output_path(path, what="video")
-    w_even, h_even = even_size(width, height)
+    even = even_size(width, height)
     bg = parse_colour(background)
     frames = ensure_folder(frames_dir) if frames_dir is not None else None
-    total = performance.num_frames
-    fps = performance.fps
     device = render_device(backend)
     if device.type != "cpu":  # pose where gsplat draws: no per-frame copy of every Gaussian
         head, avatar = copy.deepcopy(head).to(device), avatar.to(device)
-    fixed = None if camera == "orbit" else camera_for_frame(camera, 0, fps, width, height)
     with (
         tempfile.TemporaryDirectory() as scratch,
         atomic_path(path, what="video") as tmp,
         torch_threads(1),  # the raster's threads get the cores (avatar/threads.py)
     ):
         speech, audio_args = _speech_source(performance, Path(scratch))
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp),
-            (w_even, h_even),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            quality=8,
-            macro_block_size=1,
-            audio_path=str(speech),
-            audio_codec="aac",
-            output_params=[*audio_args, "-movflags", "+faststart"],
-            ffmpeg_log_level="error",
-        )
+        writer = _open_writer(tmp, even, performance.fps, speech, audio_args)
         try:
             writer.send(None)
-            bar = tqdm(total=total, desc="export", unit="frame", disable=not progress)
-            with torch.no_grad():
-                for start in range(0, total, chunk):
-                    verts = head(
-                        avatar.dress(performance.params.slice(start, min(total, start + chunk)))
-                    )
-                    for i, v in enumerate(verts):
-                        frame = start + i
-                        cam = fixed or camera_for_frame(camera, frame, fps, width, height)
-                        out = render(avatar.pose(v), cam, backend=backend, background=bg)
-                        image = to_uint8(out.color)
-                        if (w_even, h_even) != (width, height):
-                            padded = np.empty((h_even, w_even, 3), dtype=np.uint8)
-                            padded[:] = to_uint8(np.array(bg))
-                            padded[:height, :width] = image
-                            image = padded
-                        writer.send(np.ascontiguousarray(image))
-                        if frames is not None:
-                            iio.imwrite(frames / f"{frame:06d}.png", image)
-                        bar.update(1)
-                        if on_progress is not None:
-                            on_progress(frame + 1, total)
-            bar.close()
+            _write_frames(
+                writer, performance, avatar, head, camera=camera, size=(width, height),
+                even=even, background=bg, backend=backend, frames_dir=frames, chunk=chunk,
+                progress=progress, on_progress=on_progress,
+            )  # fmt: skip
         finally:
             writer.close()
     return path
+
+
+def _open_writer(
+    path: Path, size: tuple[int, int], fps: float, speech: Path, audio_args: list[str]
+) -> Generator[None, np.ndarray | None, None]:
+    """imageio-ffmpeg's frame writer for the MP4: H.264 yuv420p frames of `size` (w, h), the
+    speech file muxed as AAC with `audio_args`; send it None first, then each frame."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.write_frames(
+        str(path),
+        size,
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        quality=8,
+        macro_block_size=1,
+        audio_path=str(speech),
+        audio_codec="aac",
+        output_params=[*audio_args, "-movflags", "+faststart"],
+        ffmpeg_log_level="error",
+    )
+
+
+def _write_frames(
+    writer: Generator[None, np.ndarray | None, None],
+    performance: Performance,
+    avatar: GaussianAvatar,
+    head: FlameModel,
+    *,
+    camera: str,
+    size: tuple[int, int],
+    even: tuple[int, int],
+    background: tuple[float, float, float],
+    backend: str,
+    frames_dir: Path | None,
+    chunk: int,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None,
+) -> None:
+    """Render every frame (FLAME in chunks of `chunk` frames) at `size` (w, h), padded to the
+    `even` size, into the writer and, when given, `frames_dir` as PNG."""
+    import imageio.v3 as iio
+    from tqdm import tqdm
+
+    width, height = size
+    total, fps = performance.num_frames, performance.fps
+    fixed = None if camera == "orbit" else camera_for_frame(camera, 0, fps, width, height)
+    bar = tqdm(total=total, desc="export", unit="frame", disable=not progress)
+    with torch.no_grad():
+        for start in range(0, total, chunk):
+            verts = head(avatar.dress(performance.params.slice(start, min(total, start + chunk))))
+            for i, v in enumerate(verts):
+                frame = start + i
+                cam = fixed or camera_for_frame(camera, frame, fps, width, height)
+                out = render(avatar.pose(v), cam, backend=backend, background=background)
+                image = _pad(to_uint8(out.color), even, background)
+                writer.send(np.ascontiguousarray(image))
+                if frames_dir is not None:
+                    iio.imwrite(frames_dir / f"{frame:06d}.png", image)
+                bar.update(1)
+                if on_progress is not None:
+                    on_progress(frame + 1, total)
+    bar.close()
+
+
+def _pad(
+    image: np.ndarray, size: tuple[int, int], background: tuple[float, float, float]
+) -> np.ndarray:
+    """`image` `[H, W, 3]` uint8 at the top left of a `size` (w, h) canvas of the background
+    colour (H.264's even sizes); the image itself when it has that size already."""
+    width, height = size
+    if image.shape[:2] == (height, width):
+        return image
+    padded = np.empty((height, width, 3), dtype=np.uint8)
+    padded[:] = to_uint8(np.array(background))
+    padded[: image.shape[0], : image.shape[1]] = image
+    return padded
 
 
 def read_video_info(path: str | Path) -> dict:

@@ -62,9 +62,12 @@ class FrameSource:
 
     def render(self, camera: Camera, media_time: float) -> np.ndarray:
         """The picture `[H, W, 3]` uint8 at a media time through a camera."""
-        out = render(
-            self.gaussians(media_time), camera, backend=self.backend, background=self.background
-        )
+        return self.draw(self.gaussians(media_time), camera)
+
+    def draw(self, gaussians: Gaussians, camera: Camera) -> np.ndarray:
+        """The picture `[H, W, 3]` uint8 of posed Gaussians (from `gaussians`) through a
+        camera: the rasterizer's step alone, so a caller can decide between the two."""
+        out = render(gaussians, camera, backend=self.backend, background=self.background)
         return to_uint8(out.color)
 
 

@@ -8,8 +8,7 @@ server's wall clock. viser 1.1.1 has no audio API (see shared/notes/viser.md), s
   one client, that creates an `<audio>` element holding the clip as a data: URL (seekable, unlike
   a second HTTP server without Range support) and reports `currentTime` back every 50 ms. The
   report rides viser's own websocket: the JavaScript captures the Web Worker that owns the socket
-  (by patching `Worker.prototype.postMessage` until the viewer's next send) and posts a
-  `GuiUpdateMessage` into a hidden text input, whose `on_update` calls `AudioClock.report`.
+  (`viewer._viser_compat.page_sender_js`) and posts a `GuiUpdateMessage` into a hidden text input, whose `on_update` calls `AudioClock.report`.
 - `command_js` builds the JavaScript of one transport command (play / pause / seek / rate / loop),
   stamped with a sequence number; reports carry the number of the last command the page applied,
   so a report sent before a command arrived cannot undo it.
@@ -34,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from viewer._viser_compat import page_sender_js
 
 #: A report this far (seconds) from the estimate is a jump (a loop wrap, a stall, a seek
 #: applied late): adopt it at once. Smaller errors are network jitter: pull in part of them.
@@ -279,16 +280,7 @@ def audio_element_js(wav: bytes, report_uuid: str, *, loop: bool, seq: int) -> s
     url = "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii")
     return f"""(() => {{
   const st = window.{JS_STATE} || (window.{JS_STATE} = {{}});
-  if (!st.hooked) {{
-    // viser's websocket lives in a Web Worker; remember it at the viewer's next send.
-    const post = Worker.prototype.postMessage;
-    Worker.prototype.postMessage = function (msg, ...rest) {{
-      if (msg && msg.type === "send") st.worker = this;
-      return post.call(this, msg, ...rest);
-    }};
-    st.send = (message) => post.call(st.worker, {{ type: "send", message }});
-    st.hooked = true;
-  }}
+{page_sender_js("st")}
   if (st.audio) {{ st.audio.pause(); st.audio.remove(); }}
   if (st.timer) clearInterval(st.timer);
   const a = new Audio({json.dumps(url)});
