@@ -131,6 +131,12 @@ DENSITY = {
 #: inside LID_FADE[0] (metres from an eyeball centre), so no edge shows.
 LID_DENSITY = 8.0
 LID_FADE = (0.016, 0.026)
+#: The same at the lips' inner edges, or the lips' Gaussians would spill a few millimetres over
+#: the opening and a mouth open 10 mm would show a slit: lip density rises from 1 at
+#: LIP_EDGE_FADE[1] to LIP_EDGE_DENSITY inside LIP_EDGE_FADE[0] (metres from the nearest
+#: inner-contour vertex).
+LIP_EDGE_DENSITY = 5.0
+LIP_EDGE_FADE = (0.0015, 0.005)
 #: Half-angles (degrees from the eyeball's forward axis) of the painted iris and pupil.
 IRIS_DEG = 21.5
 PUPIL_DEG = 8.0
@@ -148,11 +154,22 @@ def _densities(model: FlameModel, labels: np.ndarray, tri: np.ndarray) -> np.nda
         ],
         axis=0,
     )  # [F] metres to the nearer eyeball centre
-    t = np.clip((LID_FADE[1] - near) / (LID_FADE[1] - LID_FADE[0]), 0.0, 1.0)
-    lid = t * t * (3.0 - 2.0 * t)
+    lid = _fade_in(near, LID_FADE)
     skin = labels == "skin"
     density[skin] *= 1.0 + (LID_DENSITY - 1.0) * lid[skin]
+    inner = [r for r in ("lip_upper_inner", "lip_lower_inner") if r in model.regions]
+    if inner:
+        contour = verts[np.concatenate([model.regions[r] for r in inner])]  # [K, 3]
+        edge = np.linalg.norm(centroids[:, None] - contour[None], axis=2).min(axis=1)  # [F]
+        lips = labels == "lips"
+        density[lips] *= 1.0 + (LIP_EDGE_DENSITY - 1.0) * _fade_in(edge, LIP_EDGE_FADE)[lips]
     return density
+
+
+def _fade_in(distance: np.ndarray, fade: tuple[float, float]) -> np.ndarray:
+    """1 inside `fade[0]`, 0 beyond `fade[1]`, a smoothstep between (metres)."""
+    t = np.clip((fade[1] - distance) / (fade[1] - fade[0]), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def build_default_avatar(
@@ -322,10 +339,11 @@ class _Painter:
             np.array(_hex(self.scheme.lips))
             * (1.0 + 0.05 * _smooth_noise(p[lips], self.rng, 0.003))[:, None]
         )
+        depth = np.clip((lips_front - p[:, 2]) / 0.04, 0, 1)  # [N] 0 at the lips, 1 4 cm in
         mouth = label == "mouth_interior"
-        depth = np.clip((lips_front - p[mouth, 2]) / 0.04, 0, 1)
-        colour[mouth] = np.array([0.42, 0.17, 0.17]) * (1 - 0.6 * depth)[:, None]
-        colour[label == "tongue"] = [0.66, 0.33, 0.35]
+        colour[mouth] = np.array([0.30, 0.09, 0.09]) * (1 - 0.8 * depth[mouth])[:, None]
+        tongue = label == "tongue"
+        colour[tongue] = np.array([0.58, 0.25, 0.27]) * (1 - 0.6 * depth[tongue])[:, None]
         colour[label == "teeth"] = [0.92, 0.9, 0.82]
 
 
@@ -354,6 +372,6 @@ def _baked_light(n: np.ndarray, label: np.ndarray) -> np.ndarray:
     sky = 0.5 + 0.5 * n[:, 1]
     shade = 0.52 + 0.38 * lambert + 0.14 * sky
     inner = np.isin(label, ["mouth_interior", "tongue", "teeth"])
-    shade[inner] = 0.75 + 0.25 * lambert[inner]
+    shade[inner] = 0.55 + 0.3 * lambert[inner]
     shade[np.isin(label, ["eye_left", "eye_right"])] = 1.0
     return shade

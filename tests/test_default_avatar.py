@@ -52,6 +52,41 @@ def test_mouth_opens_in_the_picture(avatar, head) -> None:
     assert diff.max() > 0.3
 
 
+@pytest.mark.parametrize("jaw", [0.05, 0.1, 0.2])
+def test_the_opening_a_viewer_sees_is_the_opening_of_the_mesh(avatar, head, jaw) -> None:
+    """Down the mouth's centre line, between the projected inner-lip contours, the pixels are
+    the mouth (dark inside, teeth), not lip: the lips' Gaussians must not spill over the
+    opening and the inside must not be lip-coloured (the first avatar showed 33-55 % of it)."""
+    p = head.neutral_params(1)
+    p.jaw_pose[0, 0] = jaw
+    verts = head(p)[0]
+    mouth = head.v_template[head.region("lips")].mean(dim=0).tolist()
+    cam = Camera.orbit(mouth, 0.16, 0.0, 0.0, fov_y=math.radians(25.0), width=256, height=256)
+    color = render(avatar.pose(verts), cam, backend="cpu").color  # [H, W, 3]
+
+    def project(region: str) -> np.ndarray:
+        cam_pts = verts[head.region(region)] @ cam.viewmat[:3, :3].T + cam.viewmat[:3, 3]
+        uv = cam_pts @ cam.K.T
+        return (uv[:, :2] / uv[:, 2:3]).numpy()
+
+    upper, lower = project("lip_upper_inner"), project("lip_lower_inner")
+    x = int(upper[:, 0].mean())
+    y_up = upper[np.abs(upper[:, 0] - x).argmin(), 1]
+    y_low = lower[np.abs(lower[:, 0] - x).argmin(), 1]
+    column = color[:, x]  # [H, 3]
+    lip_above, lip_below = column[int(y_up) - 6], column[int(y_low) + 6]  # about 1 mm outside
+    inside = column[int(math.ceil(y_up)) : int(y_low) + 1]
+    lip_like = (
+        np.minimum(
+            (inside - lip_above).abs().sum(dim=-1).numpy(),
+            (inside - lip_below).abs().sum(dim=-1).numpy(),
+        )
+        < 0.12
+    )
+    assert len(inside) >= 15  # 3 mm or more of opening at this jaw angle
+    assert (~lip_like).mean() >= 0.75
+
+
 def test_colour_scheme_options(head) -> None:
     dark = build_default_avatar(head, count=5000, scheme=scheme_from_options(skin="dark"), seed=1)
     light = build_default_avatar(head, count=5000, scheme=scheme_from_options(skin="light"), seed=1)
