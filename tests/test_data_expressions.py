@@ -17,7 +17,7 @@ from animator.data.expressions import (
     generate_expression_set,
 )
 from animator.data.face_units import FACE_UNIT_NAMES, weights_from_targets
-from animator.metrics import apex_fields, expression_table
+from animator.expression_metrics import apex_fields, expression_table
 from avatar.errors import TalkingAvatarError
 
 SEED = 3

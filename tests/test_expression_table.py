@@ -1,4 +1,4 @@
-"""The expression table of `animator.metrics`: landmark motions and distinctness on known fields."""
+"""The expression table of `animator.expression_metrics`: landmark motions and distinctness on known fields."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from animator.data.driving import face_unit_vertices
 from animator.data.face_units import weights_from_targets
-from animator.metrics import expression_measures, expression_table, lid_aperture
+from animator.expression_metrics import expression_measures, expression_table, lid_aperture
 
 
 def test_a_rigid_lift_moves_every_landmark_by_the_lift(head) -> None:

@@ -10,7 +10,7 @@ from animator.data.driving import face_unit_vertices
 from animator.data.expressions import EMOTIONS, Expressiveness, emotion_weights
 from animator.data.face_units import FACE_UNIT_NAMES, FACS_UNIT_NAMES, weights_from_targets
 from animator.data.lips import inner_lip_gap
-from animator.metrics import (
+from animator.expression_metrics import (
     expression_measures,
     eyeball_visible,
     lid_aperture,

@@ -96,7 +96,7 @@ def espeak_clips(tmp_path_factory) -> Path:
 
 def test_eval_speech_end_to_end(espeak_clips: Path, tmp_path: Path, capsys) -> None:
     from animator import Animator
-    from animator.metrics import evaluate_speech
+    from animator.speech_eval import evaluate_speech
 
     rows, medians, table = evaluate_speech(Animator.load(), espeak_clips, log=lambda *_: None)
     assert [r["method"] for r in rows] == ["clip0", "clip1"]

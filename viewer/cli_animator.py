@@ -130,7 +130,8 @@ def _run_eval(args: argparse.Namespace) -> None:
 
     from animator import Animator
     from animator.animator import BUNDLED_ANIMATOR
-    from animator.metrics import LEGEND, SPEECH_LEGEND, evaluate, evaluate_speech, speech_ablation
+    from animator.metrics import LEGEND, evaluate
+    from animator.speech_eval import SPEECH_LEGEND, evaluate_speech, speech_ablation
     from avatar.atomic import atomic_write_text, check_output_path
     from avatar.flame import load_flame
 

@@ -206,7 +206,7 @@ def emotion_fields(
     head, intensities: tuple[float, ...] = (0.5, 1.0)
 ) -> dict[str, dict[float, np.ndarray]]:
     """Displacement fields `[V, 3]` (metres) of the seven emotions driven directly through the
-    head's face units at each intensity: `animator.metrics.expression_table`'s input."""
+    head's face units at each intensity: `animator.expression_metrics.expression_table`'s input."""
     require_face_units(head)
     rest = head.v_template.numpy()
     zero = np.zeros(head.num_shape, dtype=np.float32)
