@@ -37,7 +37,8 @@ assets: $(STAMP) $(DATA)/eval_speech/index.json
 	$(BIN)/talking-avatar data talking --out $(DATA)/talking
 	$(BIN)/talking-avatar data expressions --out $(DATA)/expressions
 	# The shipped weights are run O of docs/lipsync_ablation.md ("Run to run"), its fusion trained
-	# again at today's 2500 steps: this recipe, chosen among eight retrains on the real-speech set.
+	# again with today's stage 2 (2500 steps, renditions, sparsity 5e-3; "Stage 2 on heard
+	# speech"): this recipe, chosen among eight retrains on the real-speech set.
 	# A rebuild is a new draw within that spread (the neural voices' audio differs in the last
 	# bits from run to run, and training amplifies it).
 	$(BIN)/talking-avatar train --threads 2 --seed 1 --talking $(DATA)/talking --expressions $(DATA)/expressions --out assets/animator

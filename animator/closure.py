@@ -36,8 +36,12 @@ from avatar.flame import FlameModel
 __all__ = ["ClosureKeeper", "smoothstep"]
 
 #: Speech gaps (mm) at or below `CLOSED_MM` count as a closure, at or above `OPEN_MM` as open.
-CLOSED_MM = 1.0
-OPEN_MM = 3.0
+#: On real recordings a speech path that has learnt from noisy renditions (`TrainConfig.
+#: fusion_renditions`) meets a p/b/m at 1-3 mm where the bilabial seal is unsure; at 1/3 mm
+#: surprise and fear then kept 0.27 of their opening through them, at 1.5/4 mm 0.19-0.20, as
+#: without emotion (docs/lipsync_ablation.md, "Stage 2 on heard speech").
+CLOSED_MM = 1.5
+OPEN_MM = 4.0
 #: Fraction of the mouth width kept shut, centred (what `inner_lip_gap` measures), and a margin:
 #: a one-sided expression (contempt) moves a corner, and the measured window with it.
 CENTRAL = 0.6

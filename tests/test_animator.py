@@ -23,6 +23,7 @@ from animator.train import (
     TrainConfig,
     _crop_batch,
     build_renditions,
+    rendition_predictions,
     train_fusion,
     train_speech_model,
 )
@@ -282,6 +283,39 @@ def test_crops_play_the_clean_clip_and_each_rendition_with_its_own_motion() -> N
     assert seen == {0.0, 1.0, 2.0}
     coeffs, mel, _, _ = _crop_batch([clip], gen, 8, 30, with_audio=False)
     assert mel is None and coeffs.abs().max() == 0  # motion-only batches ignore renditions
+
+
+def test_stage_two_hears_each_rendition_against_its_own_motion() -> None:
+    """`rendition_predictions` runs the speech model on the first `count` renditions of each
+    clip and pairs each output with that rendition's motion (the time-warped one where its
+    speed changed), in the clip's style."""
+
+    class MarkerModel:  # stands in for SpeechModel: echoes its input's marker and style
+        def eval(self) -> None:
+            pass
+
+        def __call__(self, mel, frames, style):
+            return torch.full((1, frames, 4), float(mel[0, 0, 0]) + 10.0 * float(style[0]))
+
+        def predict_long(self, mel, frames):
+            return torch.full((frames, 4), float(mel[0, 0, 0]) - 100.0)
+
+    def clip(style: int) -> Clip:
+        c = Clip(coeffs=torch.zeros(60, 4), name="a/b", subject="a", label="b", split="train",
+                 mel=torch.zeros(200, 80), style=style)  # fmt: skip
+        c.renditions = [
+            Rendition(mel=torch.ones(200, 80).half()),
+            Rendition(mel=torch.full((180, 80), 2.0).half(), coeffs=torch.full((54, 4), 2.0)),
+            Rendition(mel=torch.full((200, 80), 3.0).half()),
+        ]
+        return c
+
+    inputs, targets = rendition_predictions(MarkerModel(), [clip(1), clip(-1)], 2)
+    assert [float(x[0, 0]) for x in inputs] == [11.0, 12.0, -99.0, -98.0]  # third unheard
+    assert [len(x) for x in inputs] == [len(t.coeffs) for t in targets] == [60, 54, 60, 54]
+    assert [float(t.coeffs[0, 0]) for t in targets] == [0.0, 2.0, 0.0, 2.0]
+    assert all(t.renditions == [] and t.split == "train" for t in targets)
+    assert rendition_predictions(MarkerModel(), [clip(1)], 0) == ([], [])
 
 
 def test_renditions_are_seeded_bounded_and_time_warped() -> None:

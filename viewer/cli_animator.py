@@ -57,6 +57,10 @@ def _add_train(sub) -> None:
         "--gap-weight", type=float, default=None, metavar="W",
         help="weight of the inner-lip gap loss in stage 1 (0: off)",
     )  # fmt: skip
+    train.add_argument(
+        "--fusion-renditions", type=int, default=None, metavar="N",
+        help="augmented renditions per clip that stage 2 also learns from (default 3; 0: clean only)",
+    )  # fmt: skip
     add_flame_flag(train)
     train.set_defaults(handler=_run_train)
 
@@ -111,6 +115,7 @@ def _run_train(args: argparse.Namespace) -> None:
         "augment_renditions": args.augment,
         "phone_weight": args.phone_weight,
         "gap_weight": args.gap_weight,
+        "fusion_renditions": args.fusion_renditions,
     }
     cfg = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     train(
