@@ -144,7 +144,7 @@ SEAL_FROM, SEAL_FULL = 0.3, 0.6
 
 def bilabial_strength(logits: torch.Tensor) -> torch.Tensor:
     """How firmly to shut the lips `[T]` in [0, 1], from the speech model's viseme logits
-    `[T, P]` (`animator.train.PHONE_CLASSES`): a smoothstep of the bilabial probability."""
+    `[T, P]` (`animator.training_data.PHONE_CLASSES`): a smoothstep of the bilabial probability."""
     from animator.data.visemes import VISEMES
 
     p = logits.softmax(dim=-1)[:, list(VISEMES).index("bilabial")]  # [T]

@@ -16,17 +16,15 @@ from animator.audio import SAMPLE_RATE, load_audio
 from animator.checkpoint import load_checkpoint, save_checkpoint
 from animator.mapping import fit_flame_mapping
 from animator.models import FusionConfig, FusionModule, MotionBasis, SpeechModel, SpeechModelConfig
-from animator.train import (
+from animator.train import TrainConfig
+from animator.training_data import (
     PHONE_CLASSES,
     Clip,
     Rendition,
-    TrainConfig,
-    _crop_batch,
     build_renditions,
-    rendition_predictions,
-    train_fusion,
-    train_speech_model,
+    crop_batch,
 )
+from animator.training_stages import rendition_predictions, train_fusion, train_speech_model
 from avatar.errors import TalkingAvatarError
 
 
@@ -274,14 +272,14 @@ def test_crops_play_the_clean_clip_and_each_rendition_with_its_own_motion() -> N
     gen = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(30):
-        coeffs, mel, _, _ = _crop_batch([clip], gen, 4, 30, with_audio=True)
+        coeffs, mel, _, _ = crop_batch([clip], gen, 4, 30, with_audio=True)
         assert mel.dtype == torch.float32 and mel.shape == (4, 101, 80)
         for c, m in zip(coeffs, mel, strict=True):
             marker = float(m[0, 0])
             seen.add(marker)
             assert float(c[0, 0]) == (2.0 if marker == 2.0 else 0.0)
     assert seen == {0.0, 1.0, 2.0}
-    coeffs, mel, _, _ = _crop_batch([clip], gen, 8, 30, with_audio=False)
+    coeffs, mel, _, _ = crop_batch([clip], gen, 8, 30, with_audio=False)
     assert mel is None and coeffs.abs().max() == 0  # motion-only batches ignore renditions
 
 
