@@ -364,34 +364,8 @@ def generate_expression_set(
         (out / name).mkdir(exist_ok=True)
         write_ply(out / name / "template.ply", identity_template(head, shapes[name]), faces)
     for clip in tqdm(clips, desc="expressions", unit="sequence", disable=not progress):
-        vertices = face_unit_vertices(
-            head, shapes[clip.identity], clip.face_units, neck_pose=clip.neck_pose
-        )  # [T, V, 3]
-        folder = out / clip.identity / clip.emotion
-        folder.mkdir(exist_ok=True)
-        for old in folder.glob("*.ply"):
-            old.unlink()
-        for k, frame in enumerate(vertices):
-            write_ply(folder / f"{clip.emotion}_{k:03d}.ply", frame)
-        timings = {
-            "fps": clip.fps,
-            "num_frames": int(vertices.shape[0]),
-            "phases": clip.phases,
-            "action_units": {str(k): v for k, v in clip.action_units.items()},
-        }
-        (folder / TIMINGS_FILE).write_text(json.dumps(timings, indent=1))
-    splits = {"train": names[:-2] or names, "val": names[-2:-1], "test": names[-1:]}
-    if count < 3:
-        splits = {"train": names, "val": [], "test": []}
-    meta = {
-        "fps": FLORENCE_FPS,
-        "generator": "talking-avatar stand-in expression set (synthetic, not Florence 4D)",
-        "seed": seed,
-        "emotions": list(EMOTIONS),
-        "identities": names,
-        "splits": splits,
-    }
-    (out / DATASET_FILE).write_text(json.dumps(meta, indent=1))
+        _write_sequence(out / clip.identity / clip.emotion, head, shapes[clip.identity], clip)
+    (out / DATASET_FILE).write_text(json.dumps(_dataset_meta(names, seed), indent=1))
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     elapsed = time.perf_counter() - started
     say(f"  {out}: {format_bytes(total)} in {sum(1 for _ in out.rglob('*.ply'))} PLY files")
@@ -399,3 +373,39 @@ def generate_expression_set(
         f"wrote {len(clips)} sequences ({num_frames} frames), {format_bytes(total)} in {elapsed:.0f} s"
     )
     return {"sequences": len(clips), "frames": num_frames, "bytes": total, "elapsed_s": elapsed}
+
+
+def _write_sequence(folder: Path, head, shape: np.ndarray, clip: ExpressionClip) -> None:
+    """One sequence into `folder`: a vertex-only PLY per frame (replacing any there) and
+    `timings.json`; `shape` `[S]` is the identity's."""
+    vertices = face_unit_vertices(
+        head, shape, clip.face_units, neck_pose=clip.neck_pose
+    )  # [T, V, 3]
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.ply"):
+        old.unlink()
+    for k, frame in enumerate(vertices):
+        write_ply(folder / f"{clip.emotion}_{k:03d}.ply", frame)
+    timings = {
+        "fps": clip.fps,
+        "num_frames": int(vertices.shape[0]),
+        "phases": clip.phases,
+        "action_units": {str(k): v for k, v in clip.action_units.items()},
+    }
+    (folder / TIMINGS_FILE).write_text(json.dumps(timings, indent=1))
+
+
+def _dataset_meta(names: list[str], seed: int) -> dict:
+    """`dataset.json`: the last identity is test, the one before validation, the rest training
+    (all training below three identities)."""
+    splits = {"train": names[:-2] or names, "val": names[-2:-1], "test": names[-1:]}
+    if len(names) < 3:
+        splits = {"train": names, "val": [], "test": []}
+    return {
+        "fps": FLORENCE_FPS,
+        "generator": "talking-avatar stand-in expression set (synthetic, not Florence 4D)",
+        "seed": seed,
+        "emotions": list(EMOTIONS),
+        "identities": names,
+        "splits": splits,
+    }

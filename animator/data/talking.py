@@ -423,43 +423,15 @@ def generate_talking_set(
         for speaker, name, text in tqdm(plan, desc="speech", unit="sentence", disable=not progress)
     ]
     num_frames = sum(c.num_frames for c in clips)
-    num_vertices = int(head.v_template.shape[0])
-    verts_bytes = num_frames * num_vertices * 3 * 4
-    say(
-        f"{len(clips)} sentences from {len(speakers)} speakers: {num_frames} frames at 60 fps, "
-        f"{num_vertices} vertices -> data_verts.npy of {format_bytes(verts_bytes)}"
-        + ("" if small else " (--small writes about 60 MB)")
-    )
-    free = shutil.disk_usage(out).free
-    if verts_bytes * 1.1 > free:
-        raise TalkingAvatarError(
-            f"{out} has {format_bytes(free)} free but the talking set needs about "
-            f"{format_bytes(verts_bytes * 1.1)}; free space, pick another --out or use --small"
-        )
-    writer = VocasetWriter(out, num_frames, num_vertices)
-    phoneme_root = out / PHONEME_DIR
-    try:
-        for speaker in speakers:
-            writer.set_template(speaker.name, identity_template(head, speaker.shape))
-        for clip in tqdm(clips, desc="meshes", unit="sentence", disable=not progress):
-            vertices = face_unit_vertices(
-                head, clip.speaker.shape, clip.face_units, neck_pose=clip.neck_pose
-            )  # [T, V, 3]
-            writer.add(clip.speaker.name, clip.sentence, vertices, clip.audio, clip.sample_rate)
-            folder = phoneme_root / clip.speaker.name
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{clip.sentence}.json").write_text(json.dumps(_phoneme_json(clip), indent=1))
-        written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    _check_space(out, head, clips, num_speakers=len(speakers), small=small, say=say)
+    written = _write_sequences(out, head, speakers, clips, progress=progress)
     splits: dict[str, dict[str, list[str]]] = {"train": {}, "val": {}, "test": {}}
     for clip in clips:
         splits[clip.speaker.split].setdefault(clip.speaker.name, []).append(clip.sentence)
     (out / SPLITS_FILE).write_text(json.dumps(splits, indent=1))
     (out / "README.txt").write_text(_README.format(seed=seed, small=small))
     sizes = {p.name: p.stat().st_size for p in written}
-    sizes[PHONEME_DIR + "/"] = sum(f.stat().st_size for f in phoneme_root.rglob("*.json"))
+    sizes[PHONEME_DIR + "/"] = sum(f.stat().st_size for f in (out / PHONEME_DIR).rglob("*.json"))
     elapsed = time.perf_counter() - started
     for name, size in sizes.items():
         say(f"  {out / name}: {format_bytes(size)}")
@@ -474,6 +446,53 @@ def generate_talking_set(
         "bytes": sizes,
         "elapsed_s": elapsed,
     }
+
+
+def _check_space(
+    out: Path, head, clips: list[TalkingClip], *, num_speakers: int, small: bool, say
+) -> None:
+    """Say how large `data_verts.npy` will be, and refuse a folder without room for it."""
+    num_frames = sum(c.num_frames for c in clips)
+    num_vertices = int(head.v_template.shape[0])
+    verts_bytes = num_frames * num_vertices * 3 * 4
+    say(
+        f"{len(clips)} sentences from {num_speakers} speakers: {num_frames} frames at 60 fps, "
+        f"{num_vertices} vertices -> data_verts.npy of {format_bytes(verts_bytes)}"
+        + ("" if small else " (--small writes about 60 MB)")
+    )
+    free = shutil.disk_usage(out).free
+    if verts_bytes * 1.1 > free:
+        raise TalkingAvatarError(
+            f"{out} has {format_bytes(free)} free but the talking set needs about "
+            f"{format_bytes(verts_bytes * 1.1)}; free space, pick another --out or use --small"
+        )
+
+
+def _write_sequences(
+    out: Path, head, speakers: list[Speaker], clips: list[TalkingClip], *, progress: bool
+) -> list[Path]:
+    """VOCAset's four files (templates, meshes, audio, index) and each clip's phoneme spans;
+    returns the paths of the four. On a failure the writer drops what it has written."""
+    from tqdm import tqdm
+
+    num_frames = sum(c.num_frames for c in clips)
+    writer = VocasetWriter(out, num_frames, int(head.v_template.shape[0]))
+    phoneme_root = out / PHONEME_DIR
+    try:
+        for speaker in speakers:
+            writer.set_template(speaker.name, identity_template(head, speaker.shape))
+        for clip in tqdm(clips, desc="meshes", unit="sentence", disable=not progress):
+            vertices = face_unit_vertices(
+                head, clip.speaker.shape, clip.face_units, neck_pose=clip.neck_pose
+            )  # [T, V, 3]
+            writer.add(clip.speaker.name, clip.sentence, vertices, clip.audio, clip.sample_rate)
+            folder = phoneme_root / clip.speaker.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{clip.sentence}.json").write_text(json.dumps(_phoneme_json(clip), indent=1))
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 _README = """\
