@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled head is loaded once per test session."""
+"""Shared fixtures: the bundled head is loaded once per test session; the viewer tests' models
+and headless viewer once per module."""
 
 from __future__ import annotations
 
@@ -10,3 +11,32 @@ from avatar.flame import FlameModel, load_flame
 @pytest.fixture(scope="session")
 def head() -> FlameModel:
     return load_flame()
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The bundled animator and the default avatar, for the viewer tests."""
+    from animator import Animator
+    from avatar.avatars import load_avatar
+
+    head = load_flame()
+    anim = Animator.load(head=head)
+    return anim, load_avatar(None, head)
+
+
+@pytest.fixture(scope="module")
+def app(models):
+    """A headless viewer on a free port: small frames, the CPU rasterizer, `PROXY` allowed."""
+    from viewer_client import PROXY, SIZE
+
+    from viewer.app import ViewerApp, ViewerConfig
+
+    anim, avatar = models
+    cfg = ViewerConfig(
+        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
+        allow_origins=(PROXY,),
+    )  # fmt: skip
+    viewer = ViewerApp(cfg, animator=anim, avatar=avatar)
+    viewer.start()
+    yield viewer
+    viewer.stop()

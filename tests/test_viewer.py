@@ -1,106 +1,34 @@
 """The browser viewer, headless: a real ViserServer on a free port, a websocket client standing
 in for the page (tests/viewer_client.py: it sends a camera, uploads, reads whatever the server
 sends), and the session driven through its GUI handles. Browser behaviour (audio, screenshots)
-is in test_viewer_browser.py."""
+is in test_viewer_browser.py; uploads in test_viewer_upload.py, the render loop alone in
+test_render_loop.py, the audio clock in test_playback.py. The `models` and `app` fixtures are
+tests/conftest.py's."""
 
 from __future__ import annotations
 
 import base64
-import io
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import soundfile as sf
 import viser
-from viewer_client import PART_BYTES, FakePage
+from viewer_client import PART_BYTES, PROXY, SIZE, FakePage, open_tab, wait_session
 
-from animator import Animator
 from animator.audio import Audio
 from animator.emotion import as_track
-from avatar.avatars import load_avatar
 from avatar.camera import Camera, head_camera
-from avatar.flame import load_flame
 from viewer import _viser_compat as compat
-from viewer.app import (
-    AudioClock,
-    ClientSession,
-    ViewerApp,
-    ViewerConfig,
-    check_port_free,
-)
+from viewer.app import ViewerApp, ViewerConfig, check_port_free
 from viewer.frames import image_size
 from viewer.origins import OriginPolicy, normalize_origin
-from viewer.playback import ERROR_WINDOW, ClockReport, audio_element_js, command_js
-from viewer.render_loop import FrameRequest, RenderLoop
-from viewer.upload import MAX_UPLOAD_BYTES
 
 pytestmark = pytest.mark.filterwarnings("ignore:Queued a .* on a closed connection")
-SIZE = 128  # small frames keep the suite fast; the benchmark measures 512
-PROXY = "https://studio.example:9443"  # an origin the test server is told to allow
-MIB = 2**20
-
-
-@pytest.fixture(scope="module")
-def models():
-    head = load_flame()
-    anim = Animator.load(head=head)
-    return anim, load_avatar(None, head)
-
-
-@pytest.fixture(scope="module")
-def app(models):
-    anim, avatar = models
-    cfg = ViewerConfig(
-        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
-        allow_origins=(PROXY,),
-    )  # fmt: skip
-    viewer = ViewerApp(cfg, animator=anim, avatar=avatar)
-    viewer.start()
-    yield viewer
-    viewer.stop()
-
-
-def _tone_file(seconds: float, fmt: str = "FLAC", rate: int = 16_000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    buffer = io.BytesIO()
-    sf.write(buffer, 0.3 * np.sin(2 * np.pi * 220 * t), rate, format=fmt)
-    return buffer.getvalue()
-
-
-def _session(app: ViewerApp, page: FakePage):
-    before = set(app.sessions)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        new = set(app.sessions) - before
-        if new:
-            session = app.sessions[new.pop()]
-            # Its first frames may be out already (paused, it then waits for a change): wait
-            # for a first frame, not for one more.
-            while session.frames_sent < 1 and time.monotonic() < deadline + 20:
-                time.sleep(0.02)
-            assert session.frames_sent >= 1
-            return session
-        time.sleep(0.02)
-    raise AssertionError("no session started")
-
-
-@contextmanager
-def _tab(app: ViewerApp) -> Iterator[tuple[FakePage, ClientSession]]:
-    """A tab connected for the length of a with-block, and its session."""
-    page = FakePage(app.server.get_port())
-    try:
-        yield page, _session(app, page)
-    finally:
-        page.close()
 
 
 def _next_frame(session) -> np.ndarray:
@@ -117,7 +45,7 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_sliders_and_speech_move_the_right_regions(app):
     page = FakePage(app.server.get_port())
     try:
-        session = _session(app, page)
+        session = wait_session(app, page)
         c = session.controls
         c.blinks.value = False  # a blink would change the eyes between frames
         c.head_motion.value = False
@@ -154,10 +82,10 @@ def test_sliders_and_speech_move_the_right_regions(app):
 
 def test_playback_advances_and_two_clients_are_independent(app):
     a = FakePage(app.server.get_port())
-    sa = _session(app, a)
+    sa = wait_session(app, a)
     b = FakePage(app.server.get_port())
     try:
-        sb = _session(app, b)
+        sb = wait_session(app, b)
         assert sa is not sb and sa.controls.emotions["happy"] is not sb.controls.emotions["happy"]
         sa.controls.emotions["angry"].value = 0.8
         assert sb.current_mix() == {}
@@ -200,110 +128,6 @@ def test_frame_source_is_the_render_seam_without_a_server(models):
     assert (image.min(axis=2) < 200).mean() > 0.1  # the head is in the picture
 
 
-class _FakeFrames:
-    """A render loop around a fake renderer on a fake clock: `state` is what a frame shows;
-    drawing a state in `hold` blocks until `release` is set, so requests can arrive while a
-    frame is in flight, deterministically. With `poll`, `prepare` checks `request.stale()`
-    before its (fake) rasterizer, as the session does."""
-
-    def __init__(self, *, hold: tuple[str, ...] = (), poll: bool = False) -> None:
-        self.state, self.now, self.hold, self.poll = "a", 100.0, hold, poll
-        self.prepared: list[tuple[str, bool]] = []  # (state, moving) per frame begun
-        self.drawn: list[str] = []  # states the rasterizer ran for
-        self.sent: list[str] = []
-        self.blocked, self.release = threading.Event(), threading.Event()
-        self._cond = threading.Condition()
-        self.loop = RenderLoop(
-            self.prepare, self.send, fps=25.0, playing=lambda: False, clock=lambda: self.now
-        )
-
-    def prepare(self, request: FrameRequest) -> tuple[float, str] | None:
-        state = self.state
-        self.prepared.append((state, request.moving))
-        if state in self.hold:
-            self.blocked.set()
-            assert self.release.wait(20)
-        if self.poll and request.stale():
-            return None
-        self.drawn.append(state)
-        return 0.0, state
-
-    def send(self, frame: str) -> None:
-        with self._cond:
-            self.sent.append(frame)
-            self._cond.notify_all()
-
-    def wait_sent(self, count: int) -> None:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.sent) >= count, 20), self.sent
-
-    def finish(self) -> RenderLoop:
-        """Stop the loop and wait for its thread: its counters are final."""
-        self.loop.stop()
-        self.loop.join(20)
-        return self.loop
-
-
-@pytest.mark.parametrize("poll", [False, True], ids=["checked-before-send", "polled-in-prepare"])
-def test_render_loop_drops_an_overtaken_frame_and_draws_the_newest_state(poll):
-    """Requests that arrive while a frame is drawn (a slider, then a seek) overtake it: it is
-    never sent, the next frame shows the newest state, and the state in between is never drawn
-    (no queue of stale work). Polled between posing and drawing, the overtaken frame skips the
-    rasterizer too. Latency is timed from the first request the page has not seen."""
-    frames = _FakeFrames(hold=("a",), poll=poll)
-    frames.loop.request()
-    frames.loop.start("test-render")
-    try:
-        assert frames.blocked.wait(20)  # drawing "a"
-        frames.now += 0.01
-        frames.state = "b"
-        frames.loop.request()
-        frames.state = "c"
-        frames.loop.request()
-        frames.release.set()
-        frames.wait_sent(1)
-    finally:
-        loop = frames.finish()
-    assert frames.sent == ["c"]
-    assert [state for state, _ in frames.prepared] == ["a", "c"]
-    assert frames.drawn == (["c"] if poll else ["a", "c"])
-    assert (loop.frames_sent, loop.frames_dropped) == (1, 1)
-    assert list(loop.change_latencies) == [pytest.approx(0.01)]  # from the request "a" answered
-
-
-def test_render_loop_sends_an_overtaken_frame_once_the_page_waited_too_long():
-    """A drag overtakes every frame that takes longer than the requests' spacing: a frame the
-    page has waited a frame period for goes out anyway, then the newest state."""
-    frames = _FakeFrames(hold=("a",))
-    frames.loop.request()
-    frames.loop.start("test-render")
-    try:
-        assert frames.blocked.wait(20)
-        frames.state = "c"
-        frames.loop.request()
-        frames.now += 2 * frames.loop.period  # this frame took two periods to draw
-        frames.release.set()
-        frames.wait_sent(2)
-    finally:
-        loop = frames.finish()
-    assert frames.sent == ["a", "c"]
-    assert (loop.frames_sent, loop.frames_dropped) == (2, 0)
-
-
-def test_render_loop_draws_small_while_the_camera_moves_then_once_full_size():
-    frames = _FakeFrames()
-    frames.loop.start("test-render")
-    try:
-        frames.loop.camera_moved()
-        frames.wait_sent(1)
-        assert frames.prepared == [("a", True)]
-        frames.now += 1.0  # the camera has rested: the loop wakes for its full-size frame
-        frames.wait_sent(2)
-    finally:
-        frames.finish()
-    assert frames.prepared == [("a", True), ("a", False)]
-
-
 def test_viewer_frame_is_the_exported_frame(app, models, tmp_path):
     """One frame path: with speech, a recorded emotion track, the idle layer (blinks, gaze,
     head sway) and an imported identity, frame i in the viewer has exactly the exported
@@ -321,7 +145,7 @@ def test_viewer_frame_is_the_exported_frame(app, models, tmp_path):
     head = anim.head
     shaped = replace(avatar, identity=Identity(shape=torch.full((head.num_shape,), 1.5)))
     frames = [0, 7, 19, 33, 48]
-    with _tab(app) as (_, session):
+    with open_tab(app) as (_, session):
         assert session.blinks and session.head_motion  # the idle layer is on by default
         session.controls.follow_track.value = True
         with session._lock:
@@ -358,7 +182,7 @@ def test_record_track_and_export_mp4_with_audio(app, tmp_path):
 
     page = FakePage(app.server.get_port())
     try:
-        session = _session(app, page)
+        session = wait_session(app, page)
         short = Audio(session.clip.audio.samples[:16_000])  # 1 s keeps the export quick
         from viewer.app import make_clip
 
@@ -389,167 +213,6 @@ def test_record_track_and_export_mp4_with_audio(app, tmp_path):
         assert not c.export.disabled
     finally:
         page.close()
-
-
-def test_upload_bad_file_and_disconnect_mid_export_leave_server_healthy(app, tmp_path):
-    import soundfile as sf
-
-    page = FakePage(app.server.get_port())
-    session = _session(app, page)
-    old = session.clip
-    assert not session.load_upload("notes.txt", b"hello")
-    assert not session.load_upload("broken.wav", b"RIFF....not audio")
-    assert session.clip is old
-    wav = tmp_path / "tone.flac"
-    t = np.arange(16_000) / 16_000
-    sf.write(wav, 0.3 * np.sin(2 * np.pi * 220 * t), 16_000)
-    assert session.load_upload("tone.flac", wav.read_bytes())
-    assert session.clip.name == "tone.flac" and abs(session.clip.duration - 1.0) < 0.01
-
-    thread = session.start_export()
-    page.close()  # leave mid-export: the export cancels, the server keeps serving
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    deadline = time.monotonic() + 10
-    while session.client.client_id in app.sessions and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert session.client.client_id not in app.sessions
-    again = FakePage(app.server.get_port())
-    try:
-        assert _session(app, again).frames_sent >= 1
-    finally:
-        again.close()
-
-
-def test_upload_over_the_limit_is_refused_while_it_arrives(app):
-    """A real transfer over the websocket: the callback never sees an oversized file and the
-    server never buffers more than the limit."""
-    with _tab(app) as (page, session):
-        arrived: list[int] = []
-        session._on_upload = lambda: arrived.append(1)  # what viser calls once a file is whole
-        button = compat.element_uuid(session.controls.upload)
-        part = bytes(PART_BYTES)
-
-        # Announced as 60 MB: refused at once; the parts the page sends anyway are discarded.
-        big = page.start_upload(button, "big.wav", size=60 * MIB)
-        for i in range(3):
-            page.send_part(button, big, i, part)
-        body = page.wait_notification("Upload refused")
-        assert body == "big.wav: 60 MB is over the 50 MB limit; upload a shorter recording"
-        page.wait_ack(big, 60 * MIB)  # the page's button is told the transfer is over
-        assert compat.buffered_upload_bytes(session.client) == 0
-
-        # Announced as exactly 50 MB but in one part more: buffered up to the limit, then
-        # dropped whole on the part that passes it.
-        liar = page.start_upload(button, "liar.wav", size=MAX_UPLOAD_BYTES, parts=101)
-        for i in range(100):
-            page.send_part(button, liar, i, part)
-        page.wait_ack(liar, MAX_UPLOAD_BYTES)
-        assert compat.buffered_upload_bytes(session.client) == MAX_UPLOAD_BYTES
-        page.send_part(button, liar, 100, part)
-        page.wait_for(
-            lambda m: (
-                m.get("type") == "NotificationShowMessage"
-                and m["props"]["body"].startswith("liar.wav")
-            )
-        )
-        assert compat.buffered_upload_bytes(session.client) == 0
-        assert ("Upload refused", "liar.wav: it sent more than the 50 MB it announced") in (
-            page.notifications()
-        )
-        time.sleep(0.3)  # any late callback would have been queued by now
-        assert arrived == []
-
-
-def test_upload_guard_passes_honest_files_one_at_a_time(app):
-    with _tab(app) as (page, session):
-        button = compat.element_uuid(session.controls.upload)
-        # A small lie is caught on the first part past the announced size.
-        liar = page.start_upload(button, "small.wav", size=600_000, parts=4)
-        page.send_part(button, liar, 0, bytes(PART_BYTES))
-        page.wait_ack(liar, PART_BYTES)
-        page.send_part(button, liar, 1, bytes(PART_BYTES))
-        assert page.wait_notification("Upload refused") == (
-            "small.wav: it sent more than the 0.6 MB it announced"
-        )
-        assert compat.buffered_upload_bytes(session.client) == 0
-
-        # While one transfer arrives, a second from the same tab is refused.
-        first = page.start_upload(button, "first.flac", size=3 * PART_BYTES)
-        page.send_part(button, first, 0, bytes(PART_BYTES))
-        page.wait_ack(first, PART_BYTES)
-        page.start_upload(button, "second.flac", size=1000)
-        page.wait_for(
-            lambda m: (
-                m.get("type") == "NotificationShowMessage"
-                and m["props"]["body"].startswith("second.flac")
-            )
-        )
-        assert (
-            "Upload refused",
-            "second.flac: another upload from this tab is still arriving; wait for it to finish",
-        ) in page.notifications()
-        page.close()  # the tab goes: its half-received transfer goes with it
-        deadline = time.monotonic() + 10
-        while compat.buffered_upload_bytes(session.client) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert compat.buffered_upload_bytes(session.client) == 0
-
-    # A real file through the real protocol reaches the session and becomes the clip.
-    with _tab(app) as (page, session):
-        button = compat.element_uuid(session.controls.upload)
-        page.upload(button, "tone.flac", _tone_file(2.0))
-        assert page.wait_notification("Speech loaded") == "tone.flac (2.0 s). Press Play."
-        assert session.clip.name == "tone.flac"
-
-
-def test_uploads_are_analysed_one_per_tab_and_two_per_server(app):
-    with _tab(app) as (page, session):
-        old = session.clip
-        tone = _tone_file(1.0)
-        with session._analysing:  # this tab is busy analysing
-            assert not session.load_upload("tone.flac", tone)
-        assert page.wait_notification("Upload refused") == (
-            "tone.flac: this tab is still analysing the last upload; wait for it to finish"
-        )
-        slots = app.analysis_slots
-        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)  # two others run
-        try:
-            assert not slots.acquire(blocking=False), "two analyses at most"
-            worker = threading.Thread(target=session.load_upload, args=("tone.flac", tone))
-            worker.start()
-            assert page.wait_notification("Waiting").startswith("The server is analysing")
-            time.sleep(0.3)
-            assert worker.is_alive() and session.clip is old  # it waits, it does not decode
-        finally:
-            slots.release()
-        worker.join(timeout=60)
-        slots.release()
-        assert session.clip.name == "tone.flac"
-
-
-def test_long_upload_is_refused_from_its_header(app):
-    with _tab(app) as (page, session):
-        header = io.BytesIO()
-        # 11 minutes of 8 kHz silence (about 10 MB as 8-bit WAV): over the 10-minute limit.
-        sf.write(header, np.zeros(8_000 * 660, np.float32), 8_000, format="WAV", subtype="PCM_U8")
-        assert not session.load_upload("long.wav", header.getvalue())
-        assert page.wait_notification("Upload refused") == (
-            "long.wav lasts 11.0 minutes; at most 10.0 minutes can be used here: "
-            "use a shorter recording"
-        )
-
-
-def test_uploaded_file_name_is_shown_as_text(app):
-    """A name that is HTML (or markdown) shows as the same characters, and stays inert."""
-    markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py renders markdown")
-    name = "<img src=x onerror=alert(1)>.wav"
-    with _tab(app) as (page, session):
-        page.upload(compat.element_uuid(session.controls.upload), name, _tone_file(1.0, "WAV"))
-        assert page.wait_notification("Speech loaded").startswith(name)
-        shown = session.controls.status.content
-        html = markdown_it.MarkdownIt("commonmark", {"html": True}).render(shown)
-        assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;.wav" in html
 
 
 def _handshake(port: int, origin: str | None) -> int:
@@ -623,23 +286,12 @@ def test_share_url_request_opens_no_tunnel(app, monkeypatch):
     asked: list[object] = []
     # viser's own handler would call this on its thread pool; ours must not reach it.
     monkeypatch.setattr(type(app.server), "request_share_url", lambda *a, **k: asked.append(a))
-    with _tab(app) as (page, _):
+    with open_tab(app) as (page, _):
         page.send(compat.messages.ShareUrlRequest())
         assert page.wait_notification("Sharing is off") == "This viewer does not open public links."
         time.sleep(0.5)  # the pool would have run viser's handler by now
         assert asked == []
         assert not any(m.get("type") == "ShareUrlUpdated" for m in page.messages)
-
-
-def test_clock_keeps_a_bounded_window_of_errors():
-    now = [0.0]
-    clock = AudioClock(10.0, loop=True, clock=lambda: now[0])
-    seq = clock.play()
-    for i in range(ERROR_WINDOW + 500):
-        now[0] += 0.05
-        clock.report(ClockReport(clock.position() - 0.001 * (i % 7), False, seq))
-    assert len(clock.errors) == ERROR_WINDOW and clock.reports == ERROR_WINDOW + 500
-    assert clock.errors[-1] == pytest.approx(0.001 * ((ERROR_WINDOW + 499) % 7))
 
 
 def test_splats_mode_sends_posed_gaussians(models):
@@ -649,7 +301,7 @@ def test_splats_mode_sends_posed_gaussians(models):
     viewer.start()
     page = FakePage(viewer.server.get_port())
     try:
-        session = _session(viewer, page)
+        session = wait_session(viewer, page)
         before = session._splats.centers.copy()
         session.seek(1.0)  # another frame of speech: the mouth's splats move
         assert session.wait_frames(1, timeout=20)
@@ -660,42 +312,6 @@ def test_splats_mode_sends_posed_gaussians(models):
     finally:
         page.close()
         viewer.stop()
-
-
-def test_audio_clock_follows_reports():
-    now = [100.0]
-    clock = AudioClock(10.0, loop=True, clock=lambda: now[0])
-    seq = clock.play()
-    now[0] += 1.0
-    assert clock.position() == pytest.approx(1.0)
-    assert clock.position(lead=0.1) == pytest.approx(1.1)
-    clock.report(ClockReport(0.96, False, seq))  # the page is 40 ms behind: pull halfway
-    assert clock.position() == pytest.approx(0.98)
-    clock.report(ClockReport(5.0, False, seq - 1))  # stale: before the last command
-    assert clock.position() == pytest.approx(0.98)
-    clock.report(ClockReport(3.0, False, seq))  # a jump: adopt it
-    assert clock.position() == pytest.approx(3.0)
-    now[0] += 7.5
-    assert clock.position() == pytest.approx(0.5)  # looped
-    clock.set_rate(2.0)
-    now[0] += 1.0
-    assert clock.position() == pytest.approx(2.5)
-    clock.pause()
-    now[0] += 1.0
-    assert clock.position(lead=0.1) == pytest.approx(2.5) and not clock.playing
-    clock.set_loop(False)
-    clock.seek(9.0)
-    clock.play()
-    now[0] += 1.0
-    assert clock.position() == pytest.approx(10.0) and not clock.playing
-
-
-def test_javascript_is_self_contained():
-    js = audio_element_js(b"RIFF", "uuid-1", loop=True, seq=3)
-    assert "data:audio/wav;base64," in js and "uuid-1" in js and "GuiUpdateMessage" in js
-    clock = AudioClock(5.0)
-    cmd = command_js(clock, clock.play(), seek=None)
-    assert "play()" in cmd and "st.seq = 1" in cmd
 
 
 def test_image_size_and_camera_framing():
@@ -779,7 +395,7 @@ def test_viser_private_api_is_where_the_compat_module_expects(app):
         assert not missing, f"viser._messages.{name} lost {missing}"
     server_ws = app.server._websock_server
     assert callable(server_ws.register_handler) and callable(server_ws.unregister_handler)
-    with _tab(app) as (page, session):
+    with open_tab(app) as (page, session):
         client = session.client
         conn = client._websock_connection
         for name in ("queue_message", "register_handler", "unregister_handler"):
@@ -804,36 +420,3 @@ def test_viser_private_api_is_where_the_compat_module_expects(app):
     assert '{ type: "send"; message: Message }' in worker
     assert 'postMessage({ type: "send", message }' in interface
     assert 'msg.type === "send"' in compat.page_sender_js("st")
-
-
-def test_an_uploaded_recording_is_kept_for_export_at_its_own_quality(app, tmp_path):
-    """The export muxes the user's own file (44.1 kHz stereo here), not the models' 16 kHz;
-    a new upload replaces the old file and a closed tab leaves nothing behind."""
-    import soundfile as sf
-
-    from viewer.export import _speech_source
-
-    page = FakePage(app.server.get_port())
-    session = _session(app, page)
-    folder = session._upload_dir
-    t = np.arange(44_100) / 44_100
-    stereo = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1)
-    sf.write(tmp_path / "a.flac", stereo, 44_100)
-    try:
-        assert session.load_upload("a.flac", (tmp_path / "a.flac").read_bytes())
-        first = session.clip.audio.path
-        assert first is not None and first.parent == folder and first.is_file()
-        perf = session.app.animator.perform(
-            session.clip.audio, session.clip.speech_weights, as_track({}), fps=session.clip.fps
-        )
-        source, args = _speech_source(perf, tmp_path)
-        assert source == first and args[args.index("-ar") + 1] == "44100"
-        assert args[args.index("-ac") + 1] == "2"
-        assert session.load_upload("b.flac", (tmp_path / "a.flac").read_bytes())
-        assert not first.exists() and session.clip.audio.path.is_file()
-    finally:
-        page.close()
-    deadline = time.monotonic() + 10
-    while folder.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not folder.exists()

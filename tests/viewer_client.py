@@ -2,26 +2,38 @@
 
 It sends what the page sends (a camera message, GUI updates, file uploads in parts) and decodes
 what the server sends (notifications, upload acknowledgements, frames), so tests and benchmarks
-can drive a real headless `ViewerApp` without a browser.
+can drive a real headless `ViewerApp` without a browser. `wait_session` and `open_tab` find the
+session a page opened; the test viewer (tests/conftest.py's `app`) draws `SIZE` pixel frames.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import uuid as uuid_module
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import soundfile as sf
 import viser
 from websockets.sync.client import connect
 
 from avatar.camera import head_camera
 from viewer._viser_compat import decode_server_frame, encode_client_message, messages
 
+if TYPE_CHECKING:
+    from viewer.app import ClientSession, ViewerApp
+
 #: Parts of an upload, as viser's page cuts files (UploadButton.tsx).
 PART_BYTES = 512 * 1024
+#: The test viewer's frame side (small frames keep the suite fast; the benchmark measures 512).
+SIZE = 128
+#: An origin the test viewer is told to allow.
+PROXY = "https://studio.example:9443"
 
 
 class FakePage:
@@ -164,3 +176,39 @@ class FakePage:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def wait_session(app: ViewerApp, page: FakePage) -> ClientSession:
+    """The session `page` has just opened on `app`, once it has sent a first frame."""
+    before = set(app.sessions)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        new = set(app.sessions) - before
+        if new:
+            session = app.sessions[new.pop()]
+            # Its first frames may be out already (paused, it then waits for a change): wait
+            # for a first frame, not for one more.
+            while session.frames_sent < 1 and time.monotonic() < deadline + 20:
+                time.sleep(0.02)
+            assert session.frames_sent >= 1
+            return session
+        time.sleep(0.02)
+    raise AssertionError("no session started")
+
+
+@contextmanager
+def open_tab(app: ViewerApp) -> Iterator[tuple[FakePage, ClientSession]]:
+    """A tab connected for the length of a with-block, and its session."""
+    page = FakePage(app.server.get_port())
+    try:
+        yield page, wait_session(app, page)
+    finally:
+        page.close()
+
+
+def tone_file(seconds: float, fmt: str = "FLAC", rate: int = 16_000) -> bytes:
+    """A 220 Hz tone as the bytes of an audio file (`fmt`: a soundfile format)."""
+    t = np.arange(int(seconds * rate)) / rate
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(2 * np.pi * 220 * t), rate, format=fmt)
+    return buffer.getvalue()
