@@ -43,7 +43,7 @@ from animator.data.driving import face_unit_vertices, identity_template, require
 from animator.data.face_units import FACE_UNIT_NAMES, unit_index
 from animator.data.florence import DATASET_FILE, FLORENCE_FPS, TIMINGS_FILE
 from animator.data.meshio import write_ply
-from animator.data.talking import format_bytes
+from animator.data.sizes import format_bytes
 from avatar.errors import TalkingAvatarError
 from avatar.paths import ensure_folder
 

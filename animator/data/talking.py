@@ -43,6 +43,7 @@ from animator.data.espeak import Phoneme, Utterance
 from animator.data.face_units import FACE_UNIT_NAMES, unit_index
 from animator.data.lips import inner_lip_gap
 from animator.data.sentences import sentence_pool
+from animator.data.sizes import format_bytes
 from animator.data.visemes import ArticulationStyle, mouth_curves, viseme_of
 from animator.data.vocaset import PHONEME_DIR, SPLITS_FILE, VOCASET_FPS, VocasetWriter
 from animator.data.voices import SPLITS, engines, get_engine, split_voices, voice_key
@@ -57,7 +58,6 @@ __all__ = [
     "synthesize_clip",
     "generate_talking_set",
     "lip_gap",
-    "format_bytes",
 ]
 
 #: Speakers per voice (timbre) in each split, and sentences each of them says.
@@ -367,17 +367,6 @@ def _phoneme_json(clip: TalkingClip) -> dict:
             for p in clip.phonemes
         ],
     }
-
-
-def format_bytes(num: float) -> str:
-    """A size for people: "512 B", "57.4 KB", "4.0 GB"."""
-    if num < 1024:
-        return f"{int(num)} B"
-    for unit in ("KB", "MB", "GB"):
-        num /= 1024
-        if num < 1024 or unit == "GB":
-            break
-    return f"{num:.1f} {unit}"
 
 
 def generate_talking_set(
