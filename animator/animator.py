@@ -12,7 +12,7 @@ product: w = [w_A, w_E] -> (expr, jaw) -> FLAME. Moving an emotion slider change
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,8 @@ class Performance:
         params: FLAME parameters for every frame (GaussianAvatars' names).
         speech_weights: w_A `[T, K_A]`. expression_weights: w_E `[T, K_E]`.
         track: the emotion track used. silent: True when the audio had no speech.
+        head: the FLAME head the parameters drive (the animator's, retargeted or not), so a
+            performance is never separated from its head; None only for hand-built ones.
     """
 
     audio: Audio
@@ -60,17 +62,16 @@ class Performance:
     expression_weights: torch.Tensor
     track: EmotionTrack
     silent: bool = False
+    head: FlameModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
         return self.params.num_frames
 
-    def save(
-        self, path: str | Path, *, vertices_of: FlameModel | None = None, chunk: int = 256
-    ) -> Path:
+    def save(self, path: str | Path, *, vertices: bool = False, chunk: int = 256) -> Path:
         """Write the performance as an .npz: FlameParams under GaussianAvatars' flame_param
         names, plus fps, the audio's duration and sample rate, the emotion track (JSON), the
-        blend weights and, with `vertices_of` (the head it drives), its vertices `[T, V, 3]`
+        blend weights and, with `vertices`, its head's vertices `[T, V, 3]`
         (float32, metres), computed and written `chunk` frames at a time so memory stays flat
         for any length (the file holds 57 KB a frame on the bundled head)."""
         import json
@@ -86,8 +87,10 @@ class Performance:
             "expression_weights": self.expression_weights.numpy().astype(np.float32),
         }
         streamed = {}
-        if vertices_of is not None:
-            head, n = vertices_of, self.num_frames
+        if vertices:
+            if self.head is None:
+                raise TalkingAvatarError("this performance has no head to compute vertices with")
+            head, n = self.head, self.num_frames
 
             def chunks():
                 with torch.no_grad():
@@ -102,8 +105,9 @@ class Performance:
 
 def load_performance(
     path: str | Path, audio: str | Path | Audio, *, flame: str | Path | None = None
-) -> tuple[Performance, FlameModel]:
-    """A performance saved by `Performance.save`, with its speech, for the head it drives."""
+) -> Performance:
+    """A performance saved by `Performance.save`, with its speech, for the head it drives
+    (`flame`, default the bundled head; `Performance.head`)."""
     import json
 
     arrays = read_npz(path, what="performance", hint="write one with `talking-avatar animate`")
@@ -134,8 +138,9 @@ def load_performance(
         ),
         track=EmotionTrack.from_list(json.loads(str(arrays["emotion_track"]))),
         silent=audio.is_silent,
+        head=head,
     )
-    return perf, head
+    return perf
 
 
 #: The phone classifier's bilabial probability at which the lips start to seal and are shut.
@@ -426,4 +431,5 @@ class Animator:
             expression_weights=w_e,
             track=track,
             silent=audio.is_silent,
+            head=self.head,
         )

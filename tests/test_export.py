@@ -325,7 +325,7 @@ def test_outputs_follow_the_umask_and_leave_no_temporary(short_speech, tmp_path,
 
 def test_vertices_are_streamed_into_the_npz(anim, head, short_speech, tmp_path) -> None:
     perf = anim.animate(short_speech, {"happy": 0.5}, fps=30)
-    path = perf.save(tmp_path / "p.npz", vertices_of=head, chunk=7)  # chunks that do not divide T
+    path = perf.save(tmp_path / "p.npz", vertices=True, chunk=7)  # chunks that do not divide T
     with np.load(path) as data:
         vertices = data["vertices"]
         assert vertices.shape == (75, head.num_vertices, 3) and vertices.dtype == np.float32
@@ -374,3 +374,32 @@ def test_gsplat_export_poses_on_the_gpu(head, avatar, tmp_path, monkeypatch) -> 
                backend="gsplat", progress=False)  # fmt: skip
     assert seen == ["cuda"] * 3
     assert head.v_template.device.type == "cpu"  # the caller's head was not moved
+
+
+def test_a_performance_carries_its_head(anim, head, avatar, short_speech, tmp_path) -> None:
+    """A performance knows the head it drives: from the animator, through save and load, and
+    into export, which needs no separate head (the same frames as when one is passed)."""
+    from animator.animator import load_performance
+
+    perf = anim.animate(short_speech, {"sad": 1.0}, fps=10, idle=False)
+    assert perf.head is anim.head
+    loaded = load_performance(perf.save(tmp_path / "p.npz"), short_speech)
+    assert loaded.head.num_vertices == head.num_vertices
+    torch.testing.assert_close(loaded.head(loaded.params), head(perf.params), atol=1e-6, rtol=0)
+    own = export_mp4(
+        loaded, avatar, tmp_path / "own.mp4", width=32, height=32, progress=False,
+        frames_dir=tmp_path / "own",
+    )  # fmt: skip
+    given = export_mp4(
+        loaded, avatar, tmp_path / "given.mp4", head=head, width=32, height=32, progress=False,
+        frames_dir=tmp_path / "given",
+    )  # fmt: skip
+    assert own.exists() and given.exists()
+    own_frames = sorted((tmp_path / "own").iterdir())
+    given_frames = sorted((tmp_path / "given").iterdir())
+    assert len(own_frames) == loaded.num_frames
+    for a, b in zip(own_frames, given_frames, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    perf.head = None
+    with pytest.raises(TalkingAvatarError, match="needs the performance's head"):
+        export_mp4(perf, avatar, tmp_path / "none.mp4", width=32, height=32, progress=False)

@@ -107,7 +107,7 @@ def _run_animate(args: argparse.Namespace) -> None:
     anim, perf = _performance(args, check_head=arkit_columns if suffix != ".npz" else None)
     what = f"{perf.num_frames} frames at {perf.fps:g} fps, {perf.audio.duration:.2f} s"
     if suffix == ".npz":
-        path = perf.save(args.out, vertices_of=anim.head if args.vertices else None)
+        path = perf.save(args.out, vertices=args.vertices)
         print(f"wrote {path} ({what})")
         return
     curves = write_arkit(perf, anim.head, args.out)
@@ -127,10 +127,10 @@ def _run_render(args: argparse.Namespace) -> None:
     if args.performance:
         from animator.animator import load_performance
 
-        perf, head = load_performance(args.performance, args.audio, flame=args.flame)
+        perf = load_performance(args.performance, args.audio, flame=args.flame)
     else:
-        anim, perf = _performance(args)
-        head = anim.head
+        _, perf = _performance(args)
+    head = perf.head
     avatar = load_avatar(args.avatar, head)
     width = args.width or args.size
     height = args.height or args.size

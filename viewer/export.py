@@ -109,7 +109,7 @@ def export_mp4(
     avatar: GaussianAvatar,
     path: str | Path,
     *,
-    head: FlameModel,
+    head: FlameModel | None = None,
     width: int = 512,
     height: int = 512,
     camera: str = "front",
@@ -125,6 +125,7 @@ def export_mp4(
     Args:
         performance: from `Animator.animate` (FLAME parameters per frame, fps, audio).
         avatar: Gaussians bound to `head`'s triangles.
+        head: the FLAME head the parameters drive; default the performance's own.
         path: the .mp4 to write (replaced atomically when complete).
         width, height: video size in pixels (odd sizes are padded by one pixel).
         camera: front, three-quarter, side, or orbit.
@@ -134,6 +135,9 @@ def export_mp4(
         on_progress: called with (frames done, total) after each frame.
     """
     path = Path(path)
+    head = head if head is not None else performance.head
+    if head is None:
+        raise TalkingAvatarError("export_mp4 needs the performance's head (pass head=)")
     if path.suffix.lower() != ".mp4":
         raise TalkingAvatarError(f"{path}: the output must be an .mp4 file")
     if camera not in CAMERAS:
