@@ -53,10 +53,11 @@ class TrainConfig:
     #: weight of stage 2's sparsity loss (5e-3 keeps the speech leak to the upper face under
     #: 2 % once stage 2 also learns from renditions; 3e-3 did without them)
     sparsity: float = 5e-3
-    #: stage 2 also learns from the speech model's output on this many of each clip's augmented
-    #: renditions (what it meets on real recordings), each against its true motion: trained on
-    #: clean output only, its speech encoder fits the synthetic voices (real-speech correlation
-    #: 0.602 at 1200 steps, 0.577 at 2500); with 3 renditions 0.604 at 2500
+    #: stage 2 also learns from the speech model's output on up to this many of each clip's
+    #: augmented renditions (of the `augment_renditions` built; what it meets on real
+    #: recordings), each against its true motion: trained on clean output only, its speech
+    #: encoder fits the synthetic voices (real-speech correlation 0.602 at 1200 steps, 0.577 at
+    #: 2500); with 3 renditions 0.604 at 2500
     fusion_renditions: int = 3
     stage1_steps: int = 3000
     stage2_steps: int = 2500
@@ -79,6 +80,25 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     #: clips whose audio babble noise is mixed from (other speakers' training clips)
     babble_bank: int = 64
+
+    def __post_init__(self) -> None:
+        """Refuse settings training cannot run with, naming the flag (one line, exit 2)."""
+        at_least = {
+            "stage1_steps": ("--stage1-steps", 1), "stage2_steps": ("--stage2-steps", 1),
+            "batch": ("--batch", 2), "speech_blendshapes": ("--speech-blendshapes", 1),
+            "expression_blendshapes": ("--expression-blendshapes", 1),
+            "augment_renditions": ("--augment", 0), "fusion_renditions": ("--fusion-renditions", 0),
+        }  # fmt: skip
+        for name, (flag, low) in at_least.items():
+            if getattr(self, name) < low:
+                raise TalkingAvatarError(
+                    f"{flag} must be at least {low}, got {getattr(self, name)}"
+                )
+        weights = {"sparsity": "--sparsity", "phone_weight": "--phone-weight",
+                   "gap_weight": "--gap-weight"}  # fmt: skip
+        for name, flag in weights.items():
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise TalkingAvatarError(f"{flag} must be a weight >= 0, got {getattr(self, name)}")
 
 
 @torch.no_grad()

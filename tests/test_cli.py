@@ -103,3 +103,28 @@ def _some_audio(talking: Path):
     from animator.audio import load_audio
 
     return load_audio(sample.audio, sample.sample_rate)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--stage1-steps", "0"], "--stage1-steps must be at least 1, got 0"),
+        (["--stage2-steps", "-3"], "--stage2-steps must be at least 1, got -3"),
+        (["--batch", "1"], "--batch must be at least 2, got 1"),
+        (["--augment", "-1"], "--augment must be at least 0, got -1"),
+        (["--fusion-renditions", "-2"], "--fusion-renditions must be at least 0, got -2"),
+        (["--speech-blendshapes", "0"], "--speech-blendshapes must be at least 1, got 0"),
+        (["--sparsity", "-0.1"], "--sparsity must be a weight >= 0, got -0.1"),
+        (["--phone-weight", "nan"], "--phone-weight must be a weight >= 0, got nan"),
+    ],
+)
+def test_train_refuses_settings_it_cannot_run_with(flags, message, tmp_path, capsys) -> None:
+    """Checked before any data is read: one line naming the flag, exit 2, nothing written."""
+    out = tmp_path / "ckpt"
+    code = main(
+        ["train", "--talking", str(tmp_path / "none"), "--expressions", str(tmp_path / "none"),
+         "--out", str(out), *flags]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists()
