@@ -305,6 +305,24 @@ CASES = [
         ["train", "--talking", "none", "--expressions", "none", "--out", "ckpt"],
     ),
     Case(
+        "training steps 0",
+        ["train", "--talking", "t", "--expressions", "e", "--out", "ckpt", "--stage1-steps", "0"],
+    ),
+    Case(
+        "negative fusion renditions",
+        [
+            "train",
+            "--talking",
+            "t",
+            "--expressions",
+            "e",
+            "--out",
+            "ckpt",
+            "--fusion-renditions",
+            "-1",
+        ],
+    ),
+    Case(
         "real-speech folder without clips",
         ["eval", "--speech", "dir"],
         lambda f: (f / "dir").mkdir(),
