@@ -314,6 +314,27 @@ def test_splats_mode_sends_posed_gaussians(models):
         viewer.stop()
 
 
+def test_splat_buffer_has_the_bits_viser_packs(models):
+    """Our packed splat buffer equals what viser's own set_gaussians packs from the splat
+    arrays, bit for bit (fails loudly if viser changes its layout)."""
+    from viser._scene_handles import GaussianSplatHandle
+
+    from viewer.frames import gaussians_to_splat_buffer, gaussians_to_splats
+
+    anim, avatar = models
+    p = anim.head.neutral_params(1)
+    p.jaw_pose[0, 0] = 0.2
+    posed = avatar.pose(anim.head(p)[0])
+    means, cov, rgb, opacity = gaussians_to_splats(posed)
+    expected = np.zeros((len(means), 8), dtype=np.uint32)
+    GaussianSplatHandle._pack_centers(expected, means)
+    GaussianSplatHandle._pack_covariances(expected, cov)
+    GaussianSplatHandle._pack_rgba(expected, rgbs=rgb, opacities=opacity)
+    buffer = gaussians_to_splat_buffer(posed)
+    assert buffer.dtype == np.uint32 and buffer.shape == (len(avatar), 8)
+    np.testing.assert_array_equal(buffer, expected)
+
+
 def test_image_size_and_camera_framing():
     assert image_size(1.0, 512) == (512, 512)
     w, h = image_size(16 / 9, 512)

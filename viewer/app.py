@@ -45,7 +45,7 @@ from viewer import gui as gui_layout
 from viewer.clip import make_clip
 from viewer.config import MODES, ViewerConfig
 from viewer.exporting import ExportHandling
-from viewer.frames import FrameSource, gaussians_to_splats, image_size
+from viewer.frames import FrameSource, gaussians_to_splat_buffer, gaussians_to_splats, image_size
 from viewer.origins import OriginPolicy
 from viewer.playback import AudioClock
 from viewer.recording import RecordingHandling
@@ -53,8 +53,8 @@ from viewer.render_loop import FrameRequest, RenderLoop
 from viewer.transport import GUI_FOLLOW_S, TransportHandling
 from viewer.upload import MAX_PARALLEL_ANALYSES, UploadHandling
 
-#: What the render loop sends: an image `[H, W, 3]` uint8, or viser's splat arrays.
-Frame = np.ndarray | tuple[np.ndarray, ...]
+#: What the render loop sends: an image `[H, W, 3]` uint8, or viser's splat buffer `[N, 8]`.
+Frame = np.ndarray
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -267,7 +267,7 @@ class ClientSession(TransportHandling, RecordingHandling, UploadHandling, Export
         media = self.clock.position(lead=self.config.lead_s)
         source = self.frame_source()
         if self.config.mode == "splats":
-            return media, gaussians_to_splats(source.gaussians(media))
+            return media, gaussians_to_splat_buffer(source.gaussians(media))
         camera = self._camera(self.config.moving_side if request.moving else self.config.max_side)
         gaussians = source.gaussians(media)
         if request.stale():
@@ -278,7 +278,7 @@ class ClientSession(TransportHandling, RecordingHandling, UploadHandling, Export
         """The render loop's `send`: splat arrays, or the image as the JPEG background."""
         if self.config.mode == "splats":
             assert self._splats is not None
-            self._splats.set_gaussians(*frame)
+            self._splats.buffer = frame  # viser's packed layout (frames.gaussians_to_splat_buffer)
         else:
             self.client.scene.set_background_image(
                 frame, format="jpeg", jpeg_quality=self.config.jpeg_quality
