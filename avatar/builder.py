@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from avatar.binding import GaussianAvatar, bind_to_triangles
+from avatar.easing import smoothstep
 from avatar.errors import TalkingAvatarError
 from avatar.flame.model import FlameModel
 from avatar.gaussians import Gaussians, rgb_to_sh
@@ -154,7 +155,7 @@ def _densities(model: FlameModel, labels: np.ndarray, tri: np.ndarray) -> np.nda
         ],
         axis=0,
     )  # [F] metres to the nearer eyeball centre
-    lid = _fade_in(near, LID_FADE)
+    lid = smoothstep(near, LID_FADE[1], LID_FADE[0])
     skin = labels == "skin"
     density[skin] *= 1.0 + (LID_DENSITY - 1.0) * lid[skin]
     inner = [r for r in ("lip_upper_inner", "lip_lower_inner") if r in model.regions]
@@ -162,14 +163,11 @@ def _densities(model: FlameModel, labels: np.ndarray, tri: np.ndarray) -> np.nda
         contour = verts[np.concatenate([model.regions[r] for r in inner])]  # [K, 3]
         edge = np.linalg.norm(centroids[:, None] - contour[None], axis=2).min(axis=1)  # [F]
         lips = labels == "lips"
-        density[lips] *= 1.0 + (LIP_EDGE_DENSITY - 1.0) * _fade_in(edge, LIP_EDGE_FADE)[lips]
+        density[lips] *= (
+            1.0
+            + (LIP_EDGE_DENSITY - 1.0) * smoothstep(edge, LIP_EDGE_FADE[1], LIP_EDGE_FADE[0])[lips]
+        )
     return density
-
-
-def _fade_in(distance: np.ndarray, fade: tuple[float, float]) -> np.ndarray:
-    """1 inside `fade[0]`, 0 beyond `fade[1]`, a smoothstep between (metres)."""
-    t = np.clip((fade[1] - distance) / (fade[1] - fade[0]), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 def build_default_avatar(

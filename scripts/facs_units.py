@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avatar.easing import smoothstep
+
 #: Degrees of lid rotation of the generated lid sources (`lid*` names in recipes).
 LID_SOURCE_DEG = 10.0
 #: Radius (dm) within which skin follows a lid rotation fully; it fades out by LID_FADE_DM.
@@ -163,11 +165,6 @@ RECIPES: tuple[ActionUnitRecipe, ...] = (
 )
 
 
-def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def _rotate_x(points: np.ndarray, centre: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """Points `[N, 3]` turned about the x axis through centre by angles `[N]` (radians, + lifts
     the front upwards)."""
@@ -198,10 +195,10 @@ def lid_weights(
     radius = np.linalg.norm(rel, axis=1)
     along = phi if upper else -phi
     top = (40.0, 65.0) if upper else (35.0, 60.0)
-    w_phi = _smoothstep(along, 0.0, 10.0) * (1.0 - _smoothstep(along, *top))
+    w_phi = smoothstep(along, 0.0, 10.0) * (1.0 - smoothstep(along, *top))
     # The opening is wider towards the temple: centre the taper 8 degrees out.
-    w_lam = 1.0 - _smoothstep(np.abs(lam - 8.0), 25.0, 50.0)
-    w_r = 1.0 - _smoothstep(radius, LID_REACH_DM, LID_FADE_DM)
+    w_lam = 1.0 - smoothstep(np.abs(lam - 8.0), 25.0, 50.0)
+    w_r = 1.0 - smoothstep(radius, LID_REACH_DM, LID_FADE_DM)
     w[skin] = w_phi * w_lam * w_r
     return w
 
@@ -255,7 +252,7 @@ def keep_off_eyeballs(
 
 def midline_mask(x: np.ndarray) -> np.ndarray:
     """Share `[V]` of a bilateral offset that belongs to the subject's left (+x)."""
-    return _smoothstep(x, -MIDLINE_HALF_WIDTH_DM, MIDLINE_HALF_WIDTH_DM)
+    return smoothstep(x, -MIDLINE_HALF_WIDTH_DM, MIDLINE_HALF_WIDTH_DM)
 
 
 def smooth_offsets(

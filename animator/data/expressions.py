@@ -44,6 +44,7 @@ from animator.data.face_units import FACE_UNIT_NAMES, unit_index
 from animator.data.florence import DATASET_FILE, FLORENCE_FPS, TIMINGS_FILE
 from animator.data.meshio import write_ply
 from animator.data.sizes import format_bytes
+from avatar.easing import smoothstep
 from avatar.errors import TalkingAvatarError
 from avatar.paths import ensure_folder
 
@@ -231,11 +232,6 @@ class ExpressionClip:
     fps: float = FLORENCE_FPS
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def _smooth_noise(rng: np.random.Generator, times: np.ndarray, scale: float) -> np.ndarray:
     """A slow random wiggle `[T]` of about `scale` amplitude (three random sinusoids)."""
     out = np.zeros_like(times)
@@ -269,8 +265,8 @@ def emotion_clip(
     side = style.side if emotion in _UNILATERAL else None
     for au, amount in EMOTION_PROTOTYPES[emotion].items():
         lag = rng.uniform(-0.04, 0.04) - (0.04 if au in (1, 2, 4) else 0.0)
-        rise = _smoothstep((times - onset_start - lag) / (apex_start - onset_start))
-        fall = 1.0 - _smoothstep((times - release_start - lag) / (release_end - release_start))
+        rise = smoothstep((times - onset_start - lag) / (apex_start - onset_start))
+        fall = 1.0 - smoothstep((times - release_start - lag) / (release_end - release_start))
         drift = 1.0 + _smooth_noise(rng, times, 0.04)
         envelope = rise * fall * drift  # [T]
         share = amount * style.gain * rng.uniform(0.9, 1.1)

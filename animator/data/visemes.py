@@ -24,6 +24,7 @@ import numpy as np
 
 from animator.data.espeak import PAUSE_SYMBOLS, Phoneme
 from animator.data.face_units import FACE_UNIT_NAMES, unit_index, weights_from_targets
+from avatar.easing import smoothstep
 from avatar.errors import TalkingAvatarError
 
 __all__ = [
@@ -328,11 +329,6 @@ _JAW = FACE_UNIT_NAMES.index("jawOpen")
 _CLOSE = FACE_UNIT_NAMES.index("mouthClose")
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def closure_envelope(
     phonemes: Sequence[Phoneme],
     times: np.ndarray,
@@ -360,8 +356,8 @@ def closure_envelope(
         after = phonemes[i + 1].end - phonemes[i + 1].start if i + 1 < len(phonemes) else release_s
         lead = max(min(lead_s, 0.4 * before), 1e-3)
         release = max(min(release_s, 0.4 * after), 1e-3)
-        rise = _smoothstep((times - (ph.start - lead)) / lead)
-        fall = _smoothstep(((ph.end + release) - times) / release)
+        rise = smoothstep((times - (ph.start - lead)) / lead)
+        fall = smoothstep(((ph.end + release) - times) / release)
         envelope = np.maximum(envelope, np.minimum(rise, fall))
     return envelope
 
