@@ -227,13 +227,11 @@ def _stage_two(
 ) -> FusionModule:
     """Stage 2 on the speech model's output for the training talking clips (`inputs`) and, with
     `cfg.fusion_renditions`, for that many augmented renditions of each, against their motion."""
-    fusion_in, fusion_gt = inputs, train_talk
-    if cfg.fusion_renditions:
-        heard_in, heard_gt = rendition_predictions(speech, train_talk, cfg.fusion_renditions)
-        fusion_in, fusion_gt = inputs + heard_in, train_talk + heard_gt
+    heard_in, heard_gt = rendition_predictions(speech, train_talk, cfg.fusion_renditions)
     return train_fusion(
-        fusion_in, fusion_gt, expr, cfg, num_vertices, log=log, progress=progress, threads=threads
-    )
+        inputs + heard_in, train_talk + heard_gt, expr, cfg, num_vertices,
+        log=log, progress=progress, threads=threads,
+    )  # fmt: skip
 
 
 def _resumed_stages(

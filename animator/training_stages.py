@@ -169,14 +169,16 @@ def speech_predictions(
 ) -> list[torch.Tensor]:
     """Stage-1 output `[T, C]` per clip, with each clip's own style (or the neutral style)."""
     model.eval()
-    out = []
-    for c in clips:
-        style = None if neutral or c.style < 0 else torch.tensor([c.style])
-        if style is None:
-            out.append(model.predict_long(c.mel[None], c.num_frames))
-        else:
-            out.append(model(c.mel[None], c.num_frames, style)[0])
-    return out
+    return [_predict(model, c.mel, c.num_frames, -1 if neutral else c.style) for c in clips]
+
+
+def _predict(model: SpeechModel, mel: torch.Tensor, frames: int, style: int) -> torch.Tensor:
+    """The speech model's output `[frames, C]` for features `[T_a, 80]` in a training style,
+    or the neutral one (style < 0, long clips in windows)."""
+    mel = mel.float()[None]
+    if style < 0:
+        return model.predict_long(mel, frames)
+    return model(mel, frames, torch.tensor([style]))[0]
 
 
 @torch.no_grad()
@@ -189,14 +191,9 @@ def rendition_predictions(
     model.eval()
     inputs, targets = [], []
     for c in clips:
-        style = None if c.style < 0 else torch.tensor([c.style])
         for r in c.renditions[:count]:
             coeffs = c.coeffs if r.coeffs is None else r.coeffs
-            mel = r.mel.float()[None]
-            if style is None:
-                inputs.append(model.predict_long(mel, len(coeffs)))
-            else:
-                inputs.append(model(mel, len(coeffs), style)[0])
+            inputs.append(_predict(model, r.mel, len(coeffs), c.style))
             targets.append(replace(c, coeffs=coeffs, renditions=[]))
     return inputs, targets
 
