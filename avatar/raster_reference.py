@@ -23,16 +23,20 @@ import math
 
 import torch
 
-from avatar.cpu_raster import sh_to_color
+from avatar.cpu_raster import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    EPS2D,
+    FAR_PLANE,
+    NEAR_PLANE,
+    T_MIN,
+    sh_to_color,
+)
 from avatar.raster_torch import (
     perspective_projection,
     quat_scale_to_covariance,
     world_to_camera,
 )
-
-ALPHA_MAX = 0.99
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4
 
 
 def render_reference(
@@ -49,9 +53,9 @@ def render_reference(
     sh_degree: int = 0,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     normals: torch.Tensor | None = None,
-    eps2d: float = 0.3,
-    near_plane: float = 0.01,
-    far_plane: float = 1e10,
+    eps2d: float = EPS2D,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
     chunk_pixels: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Colour `[H, W, 3]`, alpha `[H, W]` and expected depth `[H, W]`, all float64.

@@ -130,8 +130,7 @@ def _run_render(args: argparse.Namespace) -> None:
         perf = load_performance(args.performance, args.audio, flame=args.flame)
     else:
         _, perf = _performance(args)
-    head = perf.head
-    avatar = load_avatar(args.avatar, head)
+    avatar = load_avatar(args.avatar, perf.head)
     width = args.width or args.size
     height = args.height or args.size
     if width % 2 or height % 2:
@@ -139,7 +138,7 @@ def _run_render(args: argparse.Namespace) -> None:
             f"note: {width}x{height} is padded to even {width + width % 2}x{height + height % 2} for H.264"
         )
     path = export_mp4(
-        perf, avatar, args.out, head=head, width=width, height=height, camera=args.camera,
+        perf, avatar, args.out, width=width, height=height, camera=args.camera,
         background=args.background, backend=args.backend, frames_dir=args.frames,
     )  # fmt: skip
     print(f"wrote {path} ({perf.num_frames} frames, {perf.audio.duration:.2f} s with audio)")
