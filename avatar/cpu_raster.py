@@ -317,12 +317,14 @@ def _composite(
     clamp: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blend every tile's list front to back: colour `[H, W, 3]`, alpha `[H, W]` and depth
-    `[H, W]` (`[1, 1]` unless `return_depth`), float32."""
+    `[H, W]` (`[0]` unless `return_depth`), float32."""
     offsets, ids = tiles
     bg = np.asarray(torch.as_tensor(background, dtype=torch.float32).reshape(3), np.float32)
     out_color = np.empty((height, width, 3), np.float32)  # [H, W, 3]
     out_alpha = np.empty((height, width), np.float32)  # [H, W]
-    out_depth = np.empty((height, width) if return_depth else (1, 1), np.float32)  # [H, W]
+    # a 2-D depth image makes the kernel keep depth sums (its own compiled variant); without
+    # one it carries four sums per pixel instead of five
+    out_depth = np.empty((height, width) if return_depth else (0,), np.float32)  # [H, W]
     with numba.parallel_chunksize(_TILES_PER_CHUNK):
         KERNELS.composite(
             packed,
@@ -333,7 +335,6 @@ def _composite(
             width,
             height,
             bg,
-            bool(return_depth),
             bool(clamp),
             out_color,
             out_alpha,

@@ -7,10 +7,14 @@ tests/test_raster_torch.py holds these kernels to it.
 
 Why they are fast: the sort gives exactly the order of sorting packed (float32 depth bits << 32 |
 index) uint64 keys, but as a stable LSD radix sort on the 32 depth bits: 0.48 ms for 97k
-Gaussians where np.sort on the packed keys took 3.8 ms on this machine. Compositing is 75-90 %
-of a frame; its inner loop runs over whole 16-pixel tile rows, branch-free, with a polynomial
-exp, so LLVM turns each row into a few SIMD instructions (pip's llvmlite has no vector `exp`).
-See shared/notes/cpu-raster.md.
+Gaussians where np.sort on the packed keys took 3.8 ms on this machine. Compositing is most of
+a frame. It walks each tile's list once per band of BAND = 4 rows and blends a Gaussian into the
+band's 4 rows of 16 pixels as <16 x float> vectors (`avatar.simd`): the band's transmittance and
+colour sums stay in registers for the whole list instead of being loaded and stored per step,
+and the 4 rows are 4 independent dependency chains, so the core is busy with arithmetic rather
+than waiting on one chain. The exp is a polynomial (pip's llvmlite has no vector `exp`); the
+alpha >= 1/255 test is exact, on the exponent. See shared/notes/cpu-raster.md and
+docs/performance.md.
 
 Threads: the kernels run on numba's TBB layer (avatar/threads.py: one work-stealing pool shared
 by every calling thread, idle workers asleep), and the projection, gather and compositing loops
@@ -18,10 +22,12 @@ hand out small chunks rather than one half per thread, so a frame degrades in pr
 CPU time it gets when another process takes a core. Safe to call from several threads at once
 (the viewer renders one frame per tab). The binning stays one run per thread (faster).
 
-Vector width is LLVM's choice for the host CPU (numba compiles for the machine it runs on, so
-nothing here assumes AVX-512). On AMD Zen 4 it already picks 512-bit vectors; on Intel AVX-512
-parts LLVM prefers 256-bit, which the note measured 1.5x slower on the kernels. Changing that
-needs NUMBA_CPU_FEATURES, a process-wide numba setting, so this module leaves it to the user.
+Vector width is LLVM's choice for the host CPU (numba compiles for the machine it runs on): a
+<16 x float> is one AVX-512 register, two AVX2 registers or four NEON ones, so nothing here
+assumes AVX-512 (compiled for AVX2 only, the band kernel measured 1.5x faster than the
+previous one as well). On Intel AVX-512 parts LLVM may split the vectors into 256-bit halves
+(its prefer-vector-width); changing that needs NUMBA_CPU_FEATURES, a process-wide numba
+setting, so this module leaves it to the user.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
-from avatar import threads
+from avatar import simd, threads
 
 # numba's kernels run on TBB (one pool for every calling thread); must precede their first call.
 threads.use_tbb()
@@ -55,22 +63,14 @@ VISIBLE, CULL_DEPTH, CULL_OFFSCREEN, CULL_TRANSPARENT, CULL_BACKFACE = 0, 1, 2, 
 
 # Columns of the per-Gaussian projected record: centre (px), conic halves, opacity, log threshold,
 # colour, depth. One float32 row per visible Gaussian keeps the compositing loads contiguous.
-_MX, _MY, _CA, _CB, _CC, _OP, _THR, _RED, _GREEN, _BLUE, _DEPTH, _INV2A = range(12)
+_MX, _MY, _CA, _CB, _CC, _OP, _THR, _RED, _GREEN, _BLUE, _DEPTH = range(11)
 #: Columns of the packed record (`gather`'s output).
-NREC = 12
+NREC = 11
 
 # float32 constants: a bare Python float would promote numba's arithmetic to float64.
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _FHALF = np.float32(0.5)
-_F_ALPHA_MAX = np.float32(ALPHA_MAX)
-_F_T_MIN = np.float32(T_MIN)
-_F_SMAX = np.float32(8.0)  # exp argument clamp: beyond ln(255) = 5.5 every lane is masked out
-_F_M16 = np.float32(-1.0 / 16.0)
-_F_1_2 = np.float32(1.0 / 2.0)
-_F_1_6 = np.float32(1.0 / 6.0)
-_F_1_24 = np.float32(1.0 / 24.0)
-_F_1_120 = np.float32(1.0 / 120.0)
 
 #: Degree-0 spherical-harmonic constant (3DGS / gsplat), for colours from the DC term.
 SH_C0 = 0.28209479177387814
@@ -267,7 +267,6 @@ def _gather_py(order, record, depth, sh_dc, colors, use_sh_dc, rect, packed, rec
             else:
                 packed[j, _RED + c] = colors[j, c]
         packed[j, _DEPTH] = depth[i]
-        packed[j, _INV2A] = 0.5 / record[i, _CA]
         for c in range(4):
             rect_sorted[j, c] = rect[i, c]
 
@@ -313,6 +312,124 @@ def _bin_py(rect_sorted, tiles_x, tiles_y, n_chunks):
     return offsets, ids
 
 
+# ----------------------------------------------------------------------------------------------
+# Compositing: four tile rows at a time, their state in registers.
+
+#: Tile rows blended together. Four rows give four independent transmittance chains in flight
+#: per Gaussian (one row's chain is latency-bound), and their accumulators (T, R, G, B and
+#: optionally depth: 16 or 20 vectors) still fit AVX-512's 32 registers. 1 and 2 rows measured
+#: slower, with AVX2 code too (docs/performance.md).
+BAND = 4
+
+# exp(-s) = (Taylor5(-s/16))^16, the Taylor polynomial written in s: coefficient k is
+# (-1/16)^k / k!. Relative error below 2e-6 for s in [0, ln 255] (the range a drawn lane has).
+_EXP_POLY = tuple((-1.0 / 16.0) ** k / math.factorial(k) for k in range(6))
+
+
+def _accumulators(out_depth: types.Array) -> int:
+    """Vectors per row: T, R, G, B, plus depth when `out_depth` is a 2-D image."""
+    return 5 if out_depth.ndim == 2 else 4
+
+
+@intrinsic
+def _band_start(typingctx, out_depth):
+    """A band's state: per row T = 1 and zero sums, as a UniTuple of f32x16."""
+    n = _accumulators(out_depth)
+
+    def codegen(context, builder, sig, args):
+        rows = [simd.const(1.0)] + [simd.const(0.0)] * (n - 1)
+        return context.make_tuple(builder, sig.return_type, rows * BAND)
+
+    return types.UniTuple(simd.f32x16, n * BAND)(out_depth), codegen
+
+
+@intrinsic
+def _band_alive(typingctx, band):
+    """Whether any pixel of the band has not ended (T > 0; an ended pixel holds -T)."""
+    n = band.count // BAND
+
+    def codegen(context, builder, sig, args):
+        ts = [builder.extract_value(args[0], n * r) for r in range(BAND)]
+        return simd.any_positive(builder, ts)
+
+    return types.boolean(band), codegen
+
+
+@intrinsic
+def _band_blend(typingctx, band, dy0, mx, ca, cb, cc, opac, thr, red, green, blue, dep):
+    """Blend one Gaussian over the band's BAND rows of 16 pixels; returns the new state.
+
+    dy0 = first row - centre row and mx = centre column, in pixels from the tile's first pixel
+    centre; ca, cb, cc: the conic halves (1/2 d^T S^-1 d = ca dx^2 + cb dx dy + cc dy^2); thr =
+    ln(255 opac). Per pixel, exactly the rule of the module docstring: alpha = min(ALPHA_MAX,
+    opac exp(-s)) where s <= thr; a pixel whose T would fall to T_MIN or below ends and keeps
+    -T; the polynomial exp is never used for the alpha >= 1/255 test, so threshold flips do not
+    depend on its error.
+    """
+    n = band.count // BAND
+    f32 = ir.FloatType()
+
+    def codegen(context, builder, sig, args):
+        b = builder
+        st, dy0, mx, ca, cb, cc, opac, thr = args[:8]
+        colors = [simd.splat(b, c) for c in args[8 : 8 + n - 1]]
+        dx = b.fsub(simd.LANE_INDEX, simd.splat(b, mx), flags=simd.FAST)
+        cb_dx = b.fmul(simd.splat(b, cb), dx, flags=simd.FAST)
+        ca_dx2 = b.fmul(b.fmul(simd.splat(b, ca), dx, flags=simd.FAST), dx, flags=simd.FAST)
+        # s on the first row, then forward differences down the rows:
+        # s(dy + 1) - s(dy) = cb dx + cc (2 dy + 1), whose own step is 2 cc
+        s = b.fadd(
+            b.fadd(ca_dx2, b.fmul(cb_dx, simd.splat(b, dy0), flags=simd.FAST), flags=simd.FAST),
+            simd.splat(b, b.fmul(b.fmul(cc, dy0), dy0)),
+            flags=simd.FAST,
+        )
+        step = b.fadd(dy0, b.fadd(dy0, ir.Constant(f32, 1.0)))
+        ds = b.fadd(cb_dx, simd.splat(b, b.fmul(cc, step)), flags=simd.FAST)
+        dds = simd.splat(b, b.fadd(cc, cc))
+        opac_v, thr_v = simd.splat(b, opac), simd.splat(b, thr)
+        out = []
+        for r in range(BAND):
+            if r:
+                s = b.fadd(s, ds, flags=simd.FAST)
+                ds = b.fadd(ds, dds, flags=simd.FAST)
+            trans = b.extract_value(st, n * r)
+            p = simd.const(_EXP_POLY[5])
+            for k in (4, 3, 2, 1, 0):
+                p = b.fadd(b.fmul(p, s, flags=simd.FAST), simd.const(_EXP_POLY[k]), flags=simd.FAST)
+            for _ in range(4):
+                p = b.fmul(p, p, flags=simd.FAST)
+            alpha = simd.minimum(b, b.fmul(opac_v, p, flags=simd.FAST), simd.const(ALPHA_MAX))
+            weight = b.fmul(alpha, trans, flags=simd.FAST)
+            next_t = b.fsub(trans, weight, flags=simd.FAST)
+            inside = b.fcmp_ordered("<=", s, thr_v)
+            above = b.fcmp_ordered(">", next_t, simd.const(T_MIN))
+            blend = b.and_(inside, above)
+            ends = b.and_(inside, b.not_(above))  # an ended pixel's -T stays as it is
+            out.append(b.select(ends, simd.negative(b, trans), b.select(blend, next_t, trans)))
+            for c, color in enumerate(colors, start=1):
+                acc = b.extract_value(st, n * r + c)
+                summed = b.fadd(acc, b.fmul(weight, color, flags=simd.FAST), flags=simd.FAST)
+                out.append(b.select(blend, summed, acc))
+        return context.make_tuple(b, sig.return_type, out)
+
+    return band(band, dy0, mx, ca, cb, cc, opac, thr, red, green, blue, dep), codegen
+
+
+def _put_depth(out_depth, y, x, state, k, acc):
+    """out_depth[y, x] = expected depth from the band's stored sums, when depth is asked for."""
+
+
+@overload(_put_depth)
+def _put_depth_impl(out_depth, y, x, state, k, acc):
+    if out_depth.ndim != 2:
+        return lambda out_depth, y, x, state, k, acc: None
+
+    def put(out_depth, y, x, state, k, acc):
+        out_depth[y, x] = state[k] / max(acc, np.float32(1e-10))
+
+    return put
+
+
 def _composite_py(
     packed,  # [M, NREC] f32, depth order
     rect_sorted,  # [M, 4] i32
@@ -322,125 +439,79 @@ def _composite_py(
     width,
     height,
     background,  # [3] f32
-    with_depth,
     clamp,
     out_color,  # [H, W, 3] f32 out
     out_alpha,  # [H, W] f32 out
-    out_depth,  # [H, W] f32 out (expected depth; zero where nothing was drawn)
+    out_depth,  # [H, W] f32 out (expected depth; zero where nothing was drawn), or [0] for none
 ):
     n_tiles = offsets.shape[0] - 1
-    npx = TILE * TILE
     for t in prange(n_tiles):
         ty = t // tiles_x
         tx = t - ty * tiles_x
         x0 = tx * TILE
         y0 = ty * TILE
-        # One flat state array: T, R, G, B, D for 256 pixels (separate arrays would make LLVM
-        # add alias checks and keep more pointers live). A pixel that has ended stores -T, its
-        # final transmittance negated, so the lane loop needs no mask array.
-        state = np.empty(5 * npx, np.float32)
-        for k in range(npx):
-            state[k] = _F1
-        for k in range(npx, 5 * npx):
-            state[k] = _F0
-        # Ended pixels per column, summed once per Gaussian to see whether the whole tile is
-        # done: a horizontal sum per row, or per-row skipping, measured slower.
-        lane_done = np.zeros(TILE, np.float32)
-        for e in range(offsets[t], offsets[t + 1]):
-            j = ids[e]
-            # centre relative to the tile's first pixel centre, so dx = col - mx, dy = row - my
-            mx = packed[j, _MX] - np.float32(x0) - _FHALF
-            my = packed[j, _MY] - np.float32(y0) - _FHALF
-            ca = packed[j, _CA]
-            cb = packed[j, _CB]
-            cc = packed[j, _CC]
-            opac = packed[j, _OP]
-            thr = packed[j, _THR]
-            red = packed[j, _RED]
-            green = packed[j, _GREEN]
-            blue = packed[j, _BLUE]
-            dep = packed[j, _DEPTH]
-            inv2a = packed[j, _INV2A]
-            hi_x = np.float32(TILE - 1) - mx
-            # a hair above thr, so rounding in the row test never skips a lane the exact
-            # per-lane test would draw
-            thr_row = thr * np.float32(1.0001) + np.float32(1e-5)
-            row0 = max(rect_sorted[j, 2] - y0, 0)
-            row1 = min(rect_sorted[j, 3] - y0, TILE - 1)
-            for row in range(row0, row1 + 1):
-                dy = np.float32(row) - my
-                s_row = cc * dy * dy
-                b_row = cb * dy
-                # Skip rows the ellipse misses inside this tile: the smallest s along the row,
-                # over the tile's columns, is at the clamped minimiser of a convex quadratic.
-                dx_min = min(max(-b_row * inv2a, -mx), hi_x)
-                if (ca * dx_min + b_row) * dx_min + s_row > thr_row:
+        # the tile's first pixel centre
+        cx0 = np.float32(x0) + _FHALF
+        cy0 = np.float32(y0) + _FHALF
+        state = np.empty(5 * BAND * TILE, np.float32)
+        for r0 in range(0, TILE, BAND):
+            ya = y0 + r0
+            if ya >= height:
+                break
+            yb = ya + BAND - 1
+            band = _band_start(out_depth)
+            n_acc = len(band) // BAND
+            # the tile's list, keeping the Gaussians whose pixel box meets the band's rows
+            for e in range(offsets[t], offsets[t + 1]):
+                j = ids[e]
+                if rect_sorted[j, 2] > yb or rect_sorted[j, 3] < ya:
                     continue
-                base = np.uint64(row * TILE)
-                # 16 lanes, branch-free: LLVM makes this one 512-bit (or two 256-bit) vector body
-                for col in range(TILE):
-                    dx = np.float32(col) - mx
-                    s = (ca * dx + b_row) * dx + s_row  # 1/2 d^T S^-1 d
-                    # exp(-s) as (Taylor5(-s/16))^16; s >= 0 up to rounding, and clamped from
-                    # above so lanes far outside the ellipse stay finite
-                    u = min(s, _F_SMAX) * _F_M16
-                    p = _F1 + u * (_F1 + u * (_F_1_2 + u * (_F_1_6 + u * (_F_1_24 + u * _F_1_120))))
-                    p = p * p
-                    p = p * p
-                    p = p * p
-                    p = p * p
-                    alpha = min(_F_ALPHA_MAX, opac * p)
-                    k = base + np.uint64(col)  # unsigned: no negative-index wraparound code
-                    trans = state[k]
-                    next_t = trans - alpha * trans
-                    # the alpha >= 1/255 test is on s against ln(255 o), exact, not on the
-                    # polynomial exp, so threshold flips do not depend on the exp's error
-                    inside = s <= thr
-                    blend = inside & (next_t > _F_T_MIN)
-                    ends = inside & (next_t <= _F_T_MIN) & (trans > _F0)
-                    weight = alpha * trans if blend else _F0
-                    state[k] = -trans if ends else trans - weight
-                    state[k + np.uint64(npx)] += weight * red
-                    state[k + np.uint64(2 * npx)] += weight * green
-                    state[k + np.uint64(3 * npx)] += weight * blue
-                    if with_depth:  # loop-invariant: LLVM unswitches it
-                        state[k + np.uint64(4 * npx)] += weight * dep
-                    lane_done[col] += _F1 if ends else _F0
-            n_done = _F0
-            for col in range(TILE):
-                n_done += lane_done[col]
-            if n_done >= npx:  # every pixel of the tile has ended
-                break
-        for row in range(TILE):
-            yy = y0 + row
-            if yy >= height:
-                break
-            for col in range(TILE):
-                xx = x0 + col
-                if xx >= width:
+                band = _band_blend(
+                    band,
+                    np.float32(r0) - (packed[j, _MY] - cy0),
+                    packed[j, _MX] - cx0,
+                    packed[j, _CA],
+                    packed[j, _CB],
+                    packed[j, _CC],
+                    packed[j, _OP],
+                    packed[j, _THR],
+                    packed[j, _RED],
+                    packed[j, _GREEN],
+                    packed[j, _BLUE],
+                    packed[j, _DEPTH],
+                )
+                if not _band_alive(band):
                     break
-                k = row * TILE + col
-                trans = abs(state[k])
-                acc = _F1 - trans
-                red = state[npx + k] + trans * background[0]
-                green = state[2 * npx + k] + trans * background[1]
-                blue = state[3 * npx + k] + trans * background[2]
-                if clamp:
-                    red = min(max(red, _F0), _F1)
-                    green = min(max(green, _F0), _F1)
-                    blue = min(max(blue, _F0), _F1)
-                    acc = min(max(acc, _F0), _F1)
-                out_color[yy, xx, 0] = red
-                out_color[yy, xx, 1] = green
-                out_color[yy, xx, 2] = blue
-                out_alpha[yy, xx] = acc
-                if with_depth:
-                    out_depth[yy, xx] = state[4 * npx + k] / max(acc, np.float32(1e-10))
+            simd.store(band, state)
+            for r in range(BAND):
+                yy = ya + r
+                if yy >= height:
+                    break
+                base = n_acc * TILE * r
+                for col in range(TILE):
+                    xx = x0 + col
+                    if xx >= width:
+                        break
+                    trans = abs(state[base + col])
+                    acc = _F1 - trans
+                    red = state[base + TILE + col] + trans * background[0]
+                    green = state[base + 2 * TILE + col] + trans * background[1]
+                    blue = state[base + 3 * TILE + col] + trans * background[2]
+                    if clamp:
+                        red = min(max(red, _F0), _F1)
+                        green = min(max(green, _F0), _F1)
+                        blue = min(max(blue, _F0), _F1)
+                        acc = min(max(acc, _F0), _F1)
+                    out_color[yy, xx, 0] = red
+                    out_color[yy, xx, 1] = green
+                    out_color[yy, xx, 2] = blue
+                    out_alpha[yy, xx] = acc
+                    _put_depth(out_depth, yy, xx, state, base + 4 * TILE + col, acc)
 
 
 class Kernels:
     """The kernels as numba dispatchers: compiled on first call, then loaded from numba's cache
-    (`__pycache__`), so only the first process on a machine pays the ~8 s compile."""
+    (`__pycache__`), so only the first process on a machine pays the ~10 s compile."""
 
     def __init__(self) -> None:
         opts = dict(parallel=True, cache=True, nogil=True)
@@ -452,9 +523,9 @@ class Kernels:
         self.gather = njit(**opts)(_gather_py)
         self.bin = njit(**opts)(_bin_py)
         self.depth_order = njit(cache=True, nogil=True)(_depth_order_py)  # serial: 0.5 ms
-        # fastmath (reassociation, no NaN/inf guards) only for the compositing lanes, whose
-        # data are finite; the projection keeps strict IEEE maths so NaN inputs are culled.
-        self.composite = njit(fastmath=True, **opts)(_composite_py)
+        # The compositing maths is `_band_blend`'s IR, with the same flags (simd.FAST): lanes
+        # outside a Gaussian's ellipse may hold inf, and its selects must stay selects.
+        self.composite = njit(fastmath=set(simd.FAST), **opts)(_composite_py)
 
 
 #: Creating dispatchers compiles nothing, so this costs nothing at import.

@@ -90,6 +90,18 @@ def test_matches_reference_on_dense_head():
     assert (fast.status == cpu_raster.CULL_BACKFACE).sum() > n // 4
 
 
+def test_depth_is_a_separate_kernel_that_draws_the_same_image():
+    """Asking for depth compiles a kernel with a fifth sum per pixel; colour and alpha are the
+    same arithmetic in both, on image sizes that end in partial tiles and partial bands."""
+    scene = random_scene(400, 11, width=61, height=45)
+    with_depth = rasterize(**scene, return_depth=True)
+    without = rasterize(**scene)
+    assert without.depth is None and with_depth.depth.shape == (45, 61)
+    assert torch.equal(with_depth.color, without.color)
+    assert torch.equal(with_depth.alpha, without.alpha)
+    assert with_depth.n_visible > 100 and (with_depth.alpha[-1] > 0.5).any()
+
+
 def test_empty_and_fully_culled_scenes_give_the_background():
     scene = random_scene(0, 0)
     out = rasterize(**scene, background=(0.1, 0.2, 0.3))
