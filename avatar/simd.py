@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 #: Lanes of one vector: a tile row of 16 pixels.
@@ -106,3 +107,30 @@ def store(typingctx, vectors, array):
         return context.get_dummy_value()
 
     return types.none(vectors, array), codegen
+
+
+@intrinsic
+def prefetch_row(typingctx, array, row):
+    """Hint the CPU to fetch row `row` of a 2-D C-contiguous `array` into cache (no effect on
+    results). For the kernels' random reads of Gaussian records by id, which the hardware
+    prefetcher cannot predict."""
+    if not (isinstance(array, types.Array) and array.ndim == 2 and isinstance(row, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        offset = builder.mul(
+            context.cast(builder, args[1], sig.args[1], types.intp),
+            builder.extract_value(ary.strides, 0),
+        )
+        byte_ptr = ir.IntType(8).as_pointer()
+        address = builder.gep(builder.bitcast(ary.data, byte_ptr), [offset])
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, _I32, _I32, _I32])
+        prefetch = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, high temporal locality (keep in all cache levels), data cache
+        builder.call(
+            prefetch, [address, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)]
+        )
+        return context.get_dummy_value()
+
+    return types.none(array, row), codegen
