@@ -8,13 +8,13 @@ tests/test_raster_torch.py holds these kernels to it.
 Why they are fast: the sort gives exactly the order of sorting packed (float32 depth bits << 32 |
 index) uint64 keys, but as a stable LSD radix sort on the 32 depth bits: 0.48 ms for 97k
 Gaussians where np.sort on the packed keys took 3.8 ms on this machine. Compositing is most of
-a frame. It walks each tile's list once per band of BAND = 4 rows and blends a Gaussian into the
-band's 4 rows of 16 pixels as <16 x float> vectors (`avatar.simd`): the band's transmittance and
-colour sums stay in registers for the whole list instead of being loaded and stored per step,
-and the 4 rows are 4 independent dependency chains, so the core is busy with arithmetic rather
-than waiting on one chain. The exp is a polynomial (pip's llvmlite has no vector `exp`); the
-alpha >= 1/255 test is exact, on the exponent. See shared/notes/cpu-raster.md and
-docs/performance.md.
+a frame. It walks each tile's list once per band of BAND = 4 rows and blends a Gaussian into
+the band's 4 rows of 16 pixels as <16 x float> vectors (numba intrinsics, below): the band's
+transmittance and colour sums stay in registers for the whole list instead of being loaded and
+stored per step, and the 4 rows are 4 independent dependency chains. alpha is 2^x with x a
+quadratic in the pixel offset (the opacity folded in) and a polynomial 2^f (pip's llvmlite has
+no vector `exp`); the alpha >= 1/255 test is exact, on x. Records are read by id, so the next
+ones are prefetched. See shared/notes/cpu-raster.md and docs/performance.md.
 
 Threads: the kernels run on numba's TBB layer (avatar/threads.py: one work-stealing pool shared
 by every calling thread, idle workers asleep), and the projection, gather and compositing loops
@@ -37,9 +37,10 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
 
-from avatar import simd, threads
+from avatar import threads
 
 # numba's kernels run on TBB (one pool for every calling thread); must precede their first call.
 threads.use_tbb()
@@ -61,11 +62,12 @@ FAR_PLANE = 1e10
 # Why a Gaussian was culled (RasterResult.status).
 VISIBLE, CULL_DEPTH, CULL_OFFSCREEN, CULL_TRANSPARENT, CULL_BACKFACE = 0, 1, 2, 3, 4
 
-# Columns of the per-Gaussian projected record: centre (px), conic halves, opacity, log threshold,
-# colour, depth. One float32 row per visible Gaussian keeps the compositing loads contiguous.
-_MX, _MY, _CA, _CB, _CC, _OP, _THR, _RED, _GREEN, _BLUE, _DEPTH = range(11)
-#: Columns of the packed record (`gather`'s output).
-NREC = 11
+# Columns of the packed record compositing reads (`gather`'s output), one float32 row per visible
+# Gaussian in depth order: centre (px); log2 alpha as a quadratic in the pixel offset (qa, qb, qc
+# = -log2(e) times the conic halves, and log2 opacity); colour; depth.
+_MX, _MY, _QA, _QB, _QC, _LOG2_OP, _RED, _GREEN, _BLUE, _DEPTH = range(10)
+#: Columns of the packed record.
+NREC = 10
 
 # float32 constants: a bare Python float would promote numba's arithmetic to float64.
 _F0 = np.float32(0.0)
@@ -254,13 +256,18 @@ def _depth_order_py(depth_bits, status, keys, scratch_keys, order, scratch_order
 def _gather_py(order, record, depth, sh_dc, colors, use_sh_dc, rect, packed, rect_sorted):
     """Visible Gaussians in depth order: packed [M, NREC] f32 records and their pixel boxes.
 
-    Colours come from `colors` [M, 3] (already in depth order), or, when `use_sh_dc`, straight
+    From the projection's record (centre, conic halves, opacity, ln(255 opacity)) it writes what
+    compositing evaluates: log2 alpha = log2 opacity - log2(e) (conic quadratic). Colours come from `colors` [M, 3] (already in depth order), or, when `use_sh_dc`, straight
     from the degree-0 coefficients `sh_dc` [N, 3]: max(SH_C0 * dc + 0.5, 0).
     """
     for j in prange(order.shape[0]):
         i = order[j]
-        for c in range(7):
-            packed[j, c] = record[i, c]
+        packed[j, _MX] = record[i, 0]
+        packed[j, _MY] = record[i, 1]
+        for c in range(3):
+            packed[j, _QA + c] = -_LOG2_E * record[i, 2 + c]
+        # ln(opacity) = ln(255 opacity) - ln(255), from the projection's threshold
+        packed[j, _LOG2_OP] = _LOG2_E * (record[i, 6] + math.log(ALPHA_MIN))
         for c in range(3):
             if use_sh_dc:
                 packed[j, _RED + c] = max(SH_C0 * sh_dc[i, c] + 0.5, 0.0)
@@ -313,6 +320,158 @@ def _bin_py(rect_sorted, tiles_x, tiles_y, n_chunks):
 
 
 # ----------------------------------------------------------------------------------------------
+# 16-lane float32 vectors as numba values: LLVM's <16 x float>, kept in registers.
+#
+# numba's auto-vectoriser turns a loop over 16 pixels into SIMD code, but the loop's state must
+# live in an array, so every step loads and stores it. A value of type `f32x16` is an SSA value
+# instead: a numba local holding one stays in a register across a loop, and a tuple of them is a
+# set of registers. The compositing step is written as an `@intrinsic` over these values with the
+# helpers below (they build LLVM IR). LLVM lowers <16 x float> to one AVX-512 register, two AVX2
+# registers or four NEON ones, so nothing here is x86-specific.
+#
+# They live in this file on purpose: numba's cache is keyed by the hash of the file that defines a
+# kernel, and code an intrinsic generates is compiled into the kernel, so a helper in another
+# module could change without invalidating the cached kernels.
+
+#: Lanes of one vector: a tile row of 16 pixels.
+LANES = 16
+
+_VECTOR = ir.VectorType(ir.FloatType(), LANES)
+_INT_VECTOR = ir.VectorType(ir.IntType(32), LANES)
+_I32 = ir.IntType(32)
+
+#: Fast-math flags for vector arithmetic: contraction into FMAs and reassociation, but no
+#: "nnan"/"ninf", so LLVM keeps the selects that mask lanes holding inf or NaN.
+_FAST = ("contract", "reassoc", "nsz", "arcp", "afn")
+
+
+class F32x16(types.Type):
+    """numba type of a <16 x float> value."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f32x16")
+
+
+f32x16 = F32x16()
+
+
+@register_model(F32x16)
+class _F32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type) -> None:
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+def _vconst(value: float) -> ir.Constant:
+    """Every lane `value` (rounded to float32)."""
+    return ir.Constant(_VECTOR, [float(np.float32(value))] * LANES)
+
+
+#: Lane i holds i: the column offsets of a tile row.
+_LANE_INDEX = ir.Constant(_VECTOR, [float(i) for i in range(LANES)])
+
+
+def _splat(builder: ir.IRBuilder, scalar: ir.Value) -> ir.Value:
+    """Every lane the float `scalar`."""
+    undef = ir.Constant(_VECTOR, ir.Undefined)
+    first = builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(first, undef, ir.Constant(_INT_VECTOR, [0] * LANES))
+
+
+def _vmin(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """a < b ? a : b per lane (numba's `min` on floats)."""
+    return builder.select(builder.fcmp_ordered("<", a, b), a, b)
+
+
+def _negative(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """-|v| per lane: the sign bit set."""
+    bits = builder.or_(
+        builder.bitcast(v, _INT_VECTOR), ir.Constant(_INT_VECTOR, [-(2**31)] * LANES)
+    )
+    return builder.bitcast(bits, _VECTOR)
+
+
+def _any_positive(builder: ir.IRBuilder, vectors: list[ir.Value]) -> ir.Value:
+    """i1: whether any lane of any of `vectors` is > 0."""
+    mask = None
+    for v in vectors:
+        m = builder.fcmp_ordered(">", v, _vconst(0.0))
+        mask = m if mask is None else builder.or_(mask, m)
+    bits = builder.bitcast(mask, ir.IntType(LANES))
+    return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(LANES), 0))
+
+
+@intrinsic
+def _store(typingctx, vectors, array):
+    """Write a UniTuple of f32x16 into a contiguous float32 `array`, vector k at 16 k."""
+    if not (
+        isinstance(vectors, types.UniTuple)
+        and vectors.dtype == f32x16
+        and isinstance(array, types.Array)
+        and array.dtype == types.float32
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[1])(context, builder, args[1]).data
+        for k in range(sig.args[0].count):
+            ptr = builder.gep(data, [ir.Constant(ir.IntType(64), LANES * k)])
+            builder.store(
+                builder.extract_value(args[0], k), builder.bitcast(ptr, _VECTOR.as_pointer()), 4
+            )
+        return context.get_dummy_value()
+
+    return types.none(vectors, array), codegen
+
+
+@intrinsic
+def _prefetch_row(typingctx, array, row):
+    """Hint the CPU to fetch the cache line where row `row` of a 2-D C-contiguous `array` starts
+    (no effect on results). For the kernels' random reads of Gaussian records by id, which the
+    hardware prefetcher cannot predict. (Also fetching the row's last line measured slower.)"""
+    if not (isinstance(array, types.Array) and array.ndim == 2 and isinstance(row, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        stride = builder.extract_value(ary.strides, 0)
+        offset = builder.mul(context.cast(builder, args[1], sig.args[1], types.intp), stride)
+        byte_ptr = ir.IntType(8).as_pointer()
+        address = builder.gep(builder.bitcast(ary.data, byte_ptr), [offset])
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, _I32, _I32, _I32])
+        prefetch = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, high temporal locality (keep in all cache levels), data cache
+        flags = [ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)]
+        builder.call(prefetch, [address, *flags])
+        return context.get_dummy_value()
+
+    return types.none(array, row), codegen
+
+
+def _exp2(builder: ir.IRBuilder, x: ir.Value, poly: tuple[float, ...]) -> ir.Value:
+    """2^x per lane, for x <= 1: 2^round(x) (exponent bits) times `poly` at x - round(x).
+
+    `poly` holds the coefficients (constant first) of a polynomial for 2^f on [-1/2, 1/2].
+    Lanes below -126 give 2^-126 times the polynomial (no denormals, no wrap-around into the
+    sign bit), so callers mask such lanes rather than read them. Rounding uses the 1.5 * 2^23
+    trick (adding it leaves round(x) in the low mantissa bits), so no call is emitted.
+    """
+    b = builder
+    x = b.select(b.fcmp_ordered(">", x, _vconst(-126.0)), x, _vconst(-126.0))
+    magic = _vconst(1.5 * 2**23)
+    # (x + magic) - magic must not be simplified to x: these two carry "nsz" alone, which also
+    # keeps numba's fastmath pass (it flags every float operation that has no flags) off them
+    shifted = b.fadd(x, magic, flags=("nsz",))
+    n = b.fsub(shifted, magic, flags=("nsz",))
+    f = b.fsub(x, n, flags=_FAST)
+    p = _vconst(poly[-1])
+    for c in reversed(poly[:-1]):
+        p = b.fadd(b.fmul(p, f, flags=_FAST), _vconst(c), flags=_FAST)
+    n_bits = b.sub(b.bitcast(shifted, _INT_VECTOR), b.bitcast(magic, _INT_VECTOR))
+    scale = b.shl(n_bits, ir.Constant(_INT_VECTOR, [23] * LANES))
+    return b.bitcast(b.add(b.bitcast(p, _INT_VECTOR), scale), _VECTOR)
+
+
+# ----------------------------------------------------------------------------------------------
 # Compositing: four tile rows at a time, their state in registers.
 
 #: Tile rows blended together. Four rows give four independent transmittance chains in flight
@@ -324,9 +483,19 @@ BAND = 4
 #: How many list entries ahead compositing asks for a Gaussian's record (10-15 % faster at 100k).
 _PREFETCH = 8
 
-# exp(-s) = (Taylor5(-s/16))^16, the Taylor polynomial written in s: coefficient k is
-# (-1/16)^k / k!. Relative error below 2e-6 for s in [0, ln 255] (the range a drawn lane has).
-_EXP_POLY = tuple((-1.0 / 16.0) ** k / math.factorial(k) for k in range(6))
+#: 2^f on [-1/2, 1/2] to 2.7e-6 relative error: a degree-4 polynomial (coefficients of f^0..f^4),
+#: fitted here for minimax relative error (Lawson's iteration on Chebyshev nodes);
+#: tests/test_cpu_raster.py checks the bound. alpha = 2^x is this times 2^round(x).
+EXP2_POLY = (
+    0.9999992614421646,
+    0.6931218147436673,
+    0.2402474483964618,
+    0.05591786028196627,
+    0.009570101434044305,
+)
+#: alpha >= 1/255  <=>  log2(alpha) >= -log2(255): the exact test compositing makes on x.
+_LOG2_ALPHA_MIN = math.log2(ALPHA_MIN)
+_LOG2_E = 1.0 / math.log(2.0)
 
 
 def _accumulators(out_depth: types.Array) -> int:
@@ -340,10 +509,10 @@ def _band_start(typingctx, out_depth):
     n = _accumulators(out_depth)
 
     def codegen(context, builder, sig, args):
-        rows = [simd.const(1.0)] + [simd.const(0.0)] * (n - 1)
+        rows = [_vconst(1.0)] + [_vconst(0.0)] * (n - 1)
         return context.make_tuple(builder, sig.return_type, rows * BAND)
 
-    return types.UniTuple(simd.f32x16, n * BAND)(out_depth), codegen
+    return types.UniTuple(f32x16, n * BAND)(out_depth), codegen
 
 
 @intrinsic
@@ -353,69 +522,66 @@ def _band_alive(typingctx, band):
 
     def codegen(context, builder, sig, args):
         ts = [builder.extract_value(args[0], n * r) for r in range(BAND)]
-        return simd.any_positive(builder, ts)
+        return _any_positive(builder, ts)
 
     return types.boolean(band), codegen
 
 
 @intrinsic
-def _band_blend(typingctx, band, dy0, mx, ca, cb, cc, opac, thr, red, green, blue, dep):
+def _band_blend(typingctx, band, dy0, mx, qa, qb, qc, lo, red, green, blue, dep):
     """Blend one Gaussian over the band's BAND rows of 16 pixels; returns the new state.
 
     dy0 = first row - centre row and mx = centre column, in pixels from the tile's first pixel
-    centre; ca, cb, cc: the conic halves (1/2 d^T S^-1 d = ca dx^2 + cb dx dy + cc dy^2); thr =
-    ln(255 opac). Per pixel, exactly the rule of the module docstring: alpha = min(ALPHA_MAX,
-    opac exp(-s)) where s <= thr; a pixel whose T would fall to T_MIN or below ends and keeps
-    -T; the polynomial exp is never used for the alpha >= 1/255 test, so threshold flips do not
-    depend on its error.
+    centre. The Gaussian's log2 alpha before the clamp is x = lo + qa dx^2 + qb dx dy + qc dy^2
+    (lo = log2 opacity, q = -log2(e) times the conic halves; `gather` writes them). Per pixel,
+    the rule of the module docstring: a pixel is drawn where x >= log2(1/255) (exactly alpha >=
+    1/255, decided on x, never on the polynomial); alpha = min(ALPHA_MAX, 2^x); a pixel whose T
+    would fall to T_MIN or below ends and keeps -T. Writing alpha as 2^x folds the opacity and
+    the exp's scale into x, which leaves 4 multiply-adds for the exp (the exp was 9 and the
+    opacity 1): the multiply units are what a band keeps busy.
     """
     n = band.count // BAND
     f32 = ir.FloatType()
 
     def codegen(context, builder, sig, args):
         b = builder
-        st, dy0, mx, ca, cb, cc, opac, thr = args[:8]
-        colors = [simd.splat(b, c) for c in args[8 : 8 + n - 1]]
-        dx = b.fsub(simd.LANE_INDEX, simd.splat(b, mx), flags=simd.FAST)
-        cb_dx = b.fmul(simd.splat(b, cb), dx, flags=simd.FAST)
-        ca_dx2 = b.fmul(b.fmul(simd.splat(b, ca), dx, flags=simd.FAST), dx, flags=simd.FAST)
-        # s on the first row, then forward differences down the rows:
-        # s(dy + 1) - s(dy) = cb dx + cc (2 dy + 1), whose own step is 2 cc
-        s = b.fadd(
-            b.fadd(ca_dx2, b.fmul(cb_dx, simd.splat(b, dy0), flags=simd.FAST), flags=simd.FAST),
-            simd.splat(b, b.fmul(b.fmul(cc, dy0), dy0)),
-            flags=simd.FAST,
+        st, dy0, mx, qa, qb, qc, lo = args[:7]
+        colors = [_splat(b, c) for c in args[7 : 7 + n - 1]]
+        dx = b.fsub(_LANE_INDEX, _splat(b, mx), flags=_FAST)
+        qb_dx = b.fmul(_splat(b, qb), dx, flags=_FAST)
+        qa_dx2 = b.fmul(b.fmul(_splat(b, qa), dx, flags=_FAST), dx, flags=_FAST)
+        # x on the first row, then forward differences down the rows:
+        # x(dy + 1) - x(dy) = qb dx + qc (2 dy + 1), whose own step is 2 qc
+        row0 = b.fadd(b.fmul(b.fmul(qc, dy0), dy0), lo)
+        x = b.fadd(
+            b.fadd(qa_dx2, b.fmul(qb_dx, _splat(b, dy0), flags=_FAST), flags=_FAST),
+            _splat(b, row0),
+            flags=_FAST,
         )
         step = b.fadd(dy0, b.fadd(dy0, ir.Constant(f32, 1.0)))
-        ds = b.fadd(cb_dx, simd.splat(b, b.fmul(cc, step)), flags=simd.FAST)
-        dds = simd.splat(b, b.fadd(cc, cc))
-        opac_v, thr_v = simd.splat(b, opac), simd.splat(b, thr)
+        dx_step = b.fadd(qb_dx, _splat(b, b.fmul(qc, step)), flags=_FAST)
+        dx_step2 = _splat(b, b.fadd(qc, qc))
         out = []
         for r in range(BAND):
             if r:
-                s = b.fadd(s, ds, flags=simd.FAST)
-                ds = b.fadd(ds, dds, flags=simd.FAST)
+                x = b.fadd(x, dx_step, flags=_FAST)
+                dx_step = b.fadd(dx_step, dx_step2, flags=_FAST)
             trans = b.extract_value(st, n * r)
-            p = simd.const(_EXP_POLY[5])
-            for k in (4, 3, 2, 1, 0):
-                p = b.fadd(b.fmul(p, s, flags=simd.FAST), simd.const(_EXP_POLY[k]), flags=simd.FAST)
-            for _ in range(4):
-                p = b.fmul(p, p, flags=simd.FAST)
-            alpha = simd.minimum(b, b.fmul(opac_v, p, flags=simd.FAST), simd.const(ALPHA_MAX))
-            weight = b.fmul(alpha, trans, flags=simd.FAST)
-            next_t = b.fsub(trans, weight, flags=simd.FAST)
-            inside = b.fcmp_ordered("<=", s, thr_v)
-            above = b.fcmp_ordered(">", next_t, simd.const(T_MIN))
+            alpha = _vmin(b, _exp2(b, x, EXP2_POLY), _vconst(ALPHA_MAX))
+            weight = b.fmul(alpha, trans, flags=_FAST)
+            next_t = b.fsub(trans, weight, flags=_FAST)
+            inside = b.fcmp_ordered(">=", x, _vconst(_LOG2_ALPHA_MIN))
+            above = b.fcmp_ordered(">", next_t, _vconst(T_MIN))
             blend = b.and_(inside, above)
             ends = b.and_(inside, b.not_(above))  # an ended pixel's -T stays as it is
-            out.append(b.select(ends, simd.negative(b, trans), b.select(blend, next_t, trans)))
+            out.append(b.select(ends, _negative(b, trans), b.select(blend, next_t, trans)))
             for c, color in enumerate(colors, start=1):
                 acc = b.extract_value(st, n * r + c)
-                summed = b.fadd(acc, b.fmul(weight, color, flags=simd.FAST), flags=simd.FAST)
+                summed = b.fadd(acc, b.fmul(weight, color, flags=_FAST), flags=_FAST)
                 out.append(b.select(blend, summed, acc))
         return context.make_tuple(b, sig.return_type, out)
 
-    return band(band, dy0, mx, ca, cb, cc, opac, thr, red, green, blue, dep), codegen
+    return band(band, dy0, mx, qa, qb, qc, lo, red, green, blue, dep), codegen
 
 
 def _put_depth(out_depth, y, x, state, k, acc):
@@ -469,8 +635,8 @@ def _composite_py(
             for e in range(offsets[t], end):
                 if e + _PREFETCH < end:  # records are read by id, out of the prefetcher's sight
                     ahead = ids[e + _PREFETCH]
-                    simd.prefetch_row(rect_sorted, ahead)
-                    simd.prefetch_row(packed, ahead)
+                    _prefetch_row(rect_sorted, ahead)
+                    _prefetch_row(packed, ahead)
                 j = ids[e]
                 if rect_sorted[j, 2] > yb or rect_sorted[j, 3] < ya:
                     continue
@@ -478,11 +644,10 @@ def _composite_py(
                     band,
                     np.float32(r0) - (packed[j, _MY] - cy0),
                     packed[j, _MX] - cx0,
-                    packed[j, _CA],
-                    packed[j, _CB],
-                    packed[j, _CC],
-                    packed[j, _OP],
-                    packed[j, _THR],
+                    packed[j, _QA],
+                    packed[j, _QB],
+                    packed[j, _QC],
+                    packed[j, _LOG2_OP],
                     packed[j, _RED],
                     packed[j, _GREEN],
                     packed[j, _BLUE],
@@ -490,7 +655,7 @@ def _composite_py(
                 )
                 if not _band_alive(band):
                     break
-            simd.store(band, state)
+            _store(band, state)
             for r in range(BAND):
                 yy = ya + r
                 if yy >= height:
@@ -531,9 +696,9 @@ class Kernels:
         self.gather = njit(**opts)(_gather_py)
         self.bin = njit(**opts)(_bin_py)
         self.depth_order = njit(cache=True, nogil=True)(_depth_order_py)  # serial: 0.5 ms
-        # The compositing maths is `_band_blend`'s IR, with the same flags (simd.FAST): lanes
+        # The compositing maths is `_band_blend`'s IR, with the same flags (_FAST): lanes
         # outside a Gaussian's ellipse may hold inf, and its selects must stay selects.
-        self.composite = njit(fastmath=set(simd.FAST), **opts)(_composite_py)
+        self.composite = njit(fastmath=set(_FAST), **opts)(_composite_py)
 
 
 #: Creating dispatchers compiles nothing, so this costs nothing at import.
