@@ -100,6 +100,38 @@ def test_playback_advances_and_two_clients_are_independent(app):
         b.close()
 
 
+def test_stop_leaves_no_render_or_export_thread_running(models):
+    """After `stop` no thread of the viewer is inside torch or the rasterizer: at exit Python
+    unwinds daemon threads where they stand, and one in C++ frames aborts the process (exit 134,
+    seen after the viewer benchmark). Tabs that left before the stop are joined too."""
+    from viewer.app import ViewerApp, ViewerConfig
+
+    anim, avatar = models
+    cfg = ViewerConfig(
+        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
+        allow_origins=(PROXY,),
+    )  # fmt: skip
+    viewer = ViewerApp(cfg, animator=anim, avatar=avatar)
+    viewer.start()
+    pages, sessions = [], []
+    try:
+        for _ in range(2):
+            pages.append(FakePage(viewer.server.get_port()))
+            sessions.append(wait_session(viewer, pages[-1]))
+        for session in sessions:
+            session.play()
+            assert session.wait_frames(2, timeout=20)
+        export = sessions[0].start_export()
+        pages[1].close()  # one tab leaves while frames are drawn
+        threads = [s.render_loop._thread for s in sessions] + [export]
+        assert all(t is not None and t.is_alive() for t in threads[:2])
+    finally:
+        viewer.stop()
+        for page in pages:
+            page.close()
+    assert not any(t.is_alive() for t in threads)
+
+
 def test_frame_source_is_the_render_seam_without_a_server(models):
     """viewer.frames.FrameSource: a frame's parameters and picture from plain data (no viser),
     the parameters exactly those of the performance export renders."""

@@ -94,6 +94,8 @@ class ClientSession(TransportHandling, RecordingHandling, UploadHandling, Export
         self.config = app.config
         self._lock = threading.RLock()
         self._closed = threading.Event()
+        #: The MP4 export in flight or last run (`start_export`), if any.
+        self.export_thread: threading.Thread | None = None
         self.clip = app.default_clip
         self.clock = AudioClock(self.clip.duration, loop=True)
         self.mix: dict[str, float] = {}
@@ -330,6 +332,16 @@ class ClientSession(TransportHandling, RecordingHandling, UploadHandling, Export
         self.render_loop.stop()
         shutil.rmtree(self._upload_dir, ignore_errors=True)
 
+    def join(self, timeout: float = 10.0) -> None:
+        """After `close`: wait for the render thread and an export in flight to end. At exit
+        Python ends daemon threads by unwinding them from where they stand, and one standing in
+        torch's or TBB's C++ frames aborts the process ("terminate called without an active
+        exception", exit code 134), so the server joins them before it returns."""
+        deadline = time.monotonic() + timeout
+        self.render_loop.join(max(0.0, deadline - time.monotonic()))
+        if self.export_thread is not None:
+            self.export_thread.join(max(0.0, deadline - time.monotonic()))
+
 
 class ViewerApp:
     """The server and its sessions. Loads the animator, the avatar and the default clip once
@@ -386,6 +398,8 @@ class ViewerApp:
         #: Uploads being decoded and analysed at once, server-wide (see MAX_PARALLEL_ANALYSES).
         self.analysis_slots = threading.BoundedSemaphore(MAX_PARALLEL_ANALYSES)
         self.sessions: dict[int, ClientSession] = {}
+        #: Sessions whose tab went away; their threads may still be ending.
+        self._closed_sessions: list[ClientSession] = []
         self._sessions_lock = threading.Lock()
         self._session_ready = threading.Condition(self._sessions_lock)
 
@@ -453,6 +467,8 @@ class ViewerApp:
     def _disconnect(self, client: viser.ClientHandle) -> None:
         with self._sessions_lock:
             session = self.sessions.pop(client.client_id, None)
+            if session is not None:
+                self._closed_sessions.append(session)  # joined by `stop`
         if session is not None:
             session.close()
 
@@ -474,8 +490,11 @@ class ViewerApp:
         with self._sessions_lock:
             sessions = list(self.sessions.values())
             self.sessions.clear()
+            closed, self._closed_sessions = self._closed_sessions, []
         for session in sessions:
             session.close()
+        for session in sessions + closed:  # after closing them all: their frames end at once
+            session.join()
         if self.server is not None:
             self.server.stop()
             self.server = None

@@ -37,6 +37,7 @@ class ExportHandling:
         self.controls.export_progress.value = 0.0
         self.controls.export_progress.visible = True
         thread = threading.Thread(target=self._export, daemon=True, name="viewer-export")
+        self.export_thread = thread
         thread.start()
         return thread
 
