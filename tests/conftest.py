@@ -27,16 +27,8 @@ def models():
 @pytest.fixture(scope="module")
 def app(models):
     """A headless viewer on a free port: small frames, the CPU rasterizer, `PROXY` allowed."""
-    from viewer_client import PROXY, SIZE
+    from viewer_client import start_test_viewer
 
-    from viewer.app import ViewerApp, ViewerConfig
-
-    anim, avatar = models
-    cfg = ViewerConfig(
-        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
-        allow_origins=(PROXY,),
-    )  # fmt: skip
-    viewer = ViewerApp(cfg, animator=anim, avatar=avatar)
-    viewer.start()
+    viewer = start_test_viewer(*models)
     yield viewer
     viewer.stop()

@@ -18,7 +18,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import viser
-from viewer_client import PART_BYTES, PROXY, SIZE, FakePage, open_tab, wait_session
+from viewer_client import (
+    PART_BYTES,
+    PROXY,
+    SIZE,
+    FakePage,
+    open_tab,
+    start_test_viewer,
+    wait_session,
+)
 
 from animator.audio import Audio
 from animator.emotion import as_track
@@ -104,15 +112,7 @@ def test_stop_leaves_no_render_or_export_thread_running(models):
     """After `stop` no thread of the viewer is inside torch or the rasterizer: at exit Python
     unwinds daemon threads where they stand, and one in C++ frames aborts the process (exit 134,
     seen after the viewer benchmark). Tabs that left before the stop are joined too."""
-    from viewer.app import ViewerApp, ViewerConfig
-
-    anim, avatar = models
-    cfg = ViewerConfig(
-        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
-        allow_origins=(PROXY,),
-    )  # fmt: skip
-    viewer = ViewerApp(cfg, animator=anim, avatar=avatar)
-    viewer.start()
+    viewer = start_test_viewer(*models)
     pages, sessions = [], []
     try:
         for _ in range(2):
@@ -121,10 +121,10 @@ def test_stop_leaves_no_render_or_export_thread_running(models):
         for session in sessions:
             session.play()
             assert session.wait_frames(2, timeout=20)
-        export = sessions[0].start_export()
+        threads = [s.render_loop._thread for s in sessions]
+        assert all(t is not None and t.is_alive() for t in threads)
+        threads.append(sessions[0].start_export())
         pages[1].close()  # one tab leaves while frames are drawn
-        threads = [s.render_loop._thread for s in sessions] + [export]
-        assert all(t is not None and t.is_alive() for t in threads[:2])
     finally:
         viewer.stop()
         for page in pages:

@@ -36,6 +36,20 @@ SIZE = 128
 PROXY = "https://studio.example:9443"
 
 
+def start_test_viewer(animator, avatar) -> ViewerApp:
+    """A started headless viewer on a free port: `SIZE` pixel frames, the CPU rasterizer,
+    `PROXY` allowed (the `app` fixture, and tests that stop their own)."""
+    from viewer.app import ViewerApp, ViewerConfig
+
+    cfg = ViewerConfig(
+        port=0, max_side=SIZE, moving_side=64, backend="cpu", render_fps=25.0,
+        allow_origins=(PROXY,),
+    )  # fmt: skip
+    viewer = ViewerApp(cfg, animator=animator, avatar=avatar)
+    viewer.start()
+    return viewer
+
+
 class FakePage:
     """One tab: connects, sends its camera (the server starts a session on the first one),
     reads and decodes everything the server sends on a background thread.
