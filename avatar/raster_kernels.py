@@ -448,15 +448,15 @@ def _prefetch_row(typingctx, array, row):
 
 
 def _exp2(builder: ir.IRBuilder, x: ir.Value, poly: tuple[float, ...]) -> ir.Value:
-    """2^x per lane, for x <= 1: 2^round(x) (exponent bits) times `poly` at x - round(x).
+    """2^x per lane: 2^round(x) (exponent bits) times `poly` at x - round(x).
 
     `poly` holds the coefficients (constant first) of a polynomial for 2^f on [-1/2, 1/2].
-    Lanes below -126 give 2^-126 times the polynomial (no denormals, no wrap-around into the
-    sign bit), so callers mask such lanes rather than read them. Rounding uses the 1.5 * 2^23
-    trick (adding it leaves round(x) in the low mantissa bits), so no call is emitted.
+    Exact for -126 <= x <= 1; lanes below give garbage (possibly inf or NaN, never poison), so
+    callers mask them rather than read them. Rounding uses the 1.5 * 2^23 trick: adding it
+    leaves round(x) in the low mantissa bits, and those bits shifted by 23 are 2^round(x)'s
+    exponent increment (the constant's own bits shift out), so no call and no integer constant.
     """
     b = builder
-    x = b.select(b.fcmp_ordered(">", x, _vconst(-126.0)), x, _vconst(-126.0))
     magic = _vconst(1.5 * 2**23)
     # (x + magic) - magic must not be simplified to x: these two carry "nsz" alone, which also
     # keeps numba's fastmath pass (it flags every float operation that has no flags) off them
@@ -466,8 +466,7 @@ def _exp2(builder: ir.IRBuilder, x: ir.Value, poly: tuple[float, ...]) -> ir.Val
     p = _vconst(poly[-1])
     for c in reversed(poly[:-1]):
         p = b.fadd(b.fmul(p, f, flags=_FAST), _vconst(c), flags=_FAST)
-    n_bits = b.sub(b.bitcast(shifted, _INT_VECTOR), b.bitcast(magic, _INT_VECTOR))
-    scale = b.shl(n_bits, ir.Constant(_INT_VECTOR, [23] * LANES))
+    scale = b.shl(b.bitcast(shifted, _INT_VECTOR), ir.Constant(_INT_VECTOR, [23] * LANES))
     return b.bitcast(b.add(b.bitcast(p, _INT_VECTOR), scale), _VECTOR)
 
 
