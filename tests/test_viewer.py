@@ -132,6 +132,29 @@ def test_stop_leaves_no_render_or_export_thread_running(models):
     assert not any(t.is_alive() for t in threads)
 
 
+def test_tabs_that_left_are_held_only_until_their_threads_end(app):
+    """The server keeps a tab that left until `stop` joins it, unless its threads have ended:
+    a long-running viewer does not accumulate every session it ever served."""
+
+    def leave(page, session):
+        page.close()
+        deadline = time.monotonic() + 20
+        while session not in app._closed_sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert session in app._closed_sessions
+
+    first = FakePage(app.server.get_port())
+    gone = wait_session(app, first)
+    leave(first, gone)
+    deadline = time.monotonic() + 20
+    while gone.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not gone.running()
+    second = FakePage(app.server.get_port())
+    leave(second, wait_session(app, second))
+    assert gone not in app._closed_sessions
+
+
 def test_frame_source_is_the_render_seam_without_a_server(models):
     """viewer.frames.FrameSource: a frame's parameters and picture from plain data (no viser),
     the parameters exactly those of the performance export renders."""

@@ -332,6 +332,11 @@ class ClientSession(TransportHandling, RecordingHandling, UploadHandling, Export
         self.render_loop.stop()
         shutil.rmtree(self._upload_dir, ignore_errors=True)
 
+    def running(self) -> bool:
+        """Whether its render thread or an export is still going."""
+        exporting = self.export_thread is not None and self.export_thread.is_alive()
+        return self.render_loop.running or exporting
+
     def join(self, timeout: float = 10.0) -> None:
         """After `close`: wait for the render thread and an export in flight to end. At exit
         Python ends daemon threads by unwinding them from where they stand, and one standing in
@@ -467,8 +472,9 @@ class ViewerApp:
     def _disconnect(self, client: viser.ClientHandle) -> None:
         with self._sessions_lock:
             session = self.sessions.pop(client.client_id, None)
-            if session is not None:
-                self._closed_sessions.append(session)  # joined by `stop`
+            if session is not None:  # joined by `stop`; those already done are let go
+                self._closed_sessions = [s for s in self._closed_sessions if s.running()]
+                self._closed_sessions.append(session)
         if session is not None:
             session.close()
 

@@ -162,6 +162,11 @@ class RenderLoop(Generic[F]):
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
+    @property
+    def running(self) -> bool:
+        """Whether the render thread is still going (it may outlive `stop` by one frame)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
