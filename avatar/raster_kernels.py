@@ -68,6 +68,8 @@ VISIBLE, CULL_DEPTH, CULL_OFFSCREEN, CULL_TRANSPARENT, CULL_BACKFACE = 0, 1, 2, 
 _MX, _MY, _QA, _QB, _QC, _LOG2_OP, _RED, _GREEN, _BLUE, _DEPTH = range(10)
 #: Columns of the packed record.
 NREC = 10
+_LOG2_E = 1.0 / math.log(2.0)
+_LN_ALPHA_MIN = math.log(ALPHA_MIN)
 
 # float32 constants: a bare Python float would promote numba's arithmetic to float64.
 _F0 = np.float32(0.0)
@@ -257,8 +259,9 @@ def _gather_py(order, record, depth, sh_dc, colors, use_sh_dc, rect, packed, rec
     """Visible Gaussians in depth order: packed [M, NREC] f32 records and their pixel boxes.
 
     From the projection's record (centre, conic halves, opacity, ln(255 opacity)) it writes what
-    compositing evaluates: log2 alpha = log2 opacity - log2(e) (conic quadratic). Colours come from `colors` [M, 3] (already in depth order), or, when `use_sh_dc`, straight
-    from the degree-0 coefficients `sh_dc` [N, 3]: max(SH_C0 * dc + 0.5, 0).
+    compositing evaluates: log2 alpha = log2 opacity - log2(e) (conic quadratic). Colours come
+    from `colors` [M, 3] (already in depth order), or, when `use_sh_dc`, straight from the
+    degree-0 coefficients `sh_dc` [N, 3]: max(SH_C0 * dc + 0.5, 0).
     """
     for j in prange(order.shape[0]):
         i = order[j]
@@ -267,7 +270,7 @@ def _gather_py(order, record, depth, sh_dc, colors, use_sh_dc, rect, packed, rec
         for c in range(3):
             packed[j, _QA + c] = -_LOG2_E * record[i, 2 + c]
         # ln(opacity) = ln(255 opacity) - ln(255), from the projection's threshold
-        packed[j, _LOG2_OP] = _LOG2_E * (record[i, 6] + math.log(ALPHA_MIN))
+        packed[j, _LOG2_OP] = _LOG2_E * (record[i, 6] + _LN_ALPHA_MIN)
         for c in range(3):
             if use_sh_dc:
                 packed[j, _RED + c] = max(SH_C0 * sh_dc[i, c] + 0.5, 0.0)
@@ -494,7 +497,6 @@ EXP2_POLY = (
 )
 #: alpha >= 1/255  <=>  log2(alpha) >= -log2(255): the exact test compositing makes on x.
 _LOG2_ALPHA_MIN = math.log2(ALPHA_MIN)
-_LOG2_E = 1.0 / math.log(2.0)
 
 
 def _accumulators(out_depth: types.Array) -> int:
