@@ -1,5 +1,8 @@
 """Time GaussianAvatar.pose (triangle-bound Gaussians to world space) on CPU; prints, never asserts.
 
+Without a gradient `pose` runs numba kernels (avatar/binding_kernels.py); the torch code it runs
+for autograd is timed without a gradient as well, for the ratio in one run.
+
 Run from the repository root:  .venv/bin/python -m benchmarks.binding [--repeats 50] [--threads N]
 """
 
@@ -11,6 +14,7 @@ import time
 
 import torch
 
+from avatar import binding
 from avatar.binding import GaussianAvatar
 
 
@@ -71,6 +75,12 @@ def main() -> None:
         avatar = random_avatar(faces, n, generator)
         with torch.no_grad():
             inference = median_ms(lambda: avatar.pose(vertices), args.repeats)  # noqa: B023
+            kernels = binding._numba_pose_applies
+            binding._numba_pose_applies = lambda *_: False  # the torch code, no gradient
+            try:
+                torch_ms = median_ms(lambda: avatar.pose(vertices), args.repeats)  # noqa: B023
+            finally:
+                binding._numba_pose_applies = kernels
         for tensor in (avatar.local_means, avatar.local_quats, avatar.local_log_scales):
             tensor.requires_grad_()
         training = median_ms(lambda: avatar.pose(vertices), args.repeats)  # noqa: B023
@@ -78,7 +88,8 @@ def main() -> None:
         with torch.no_grad():
             batched = median_ms(lambda: avatar.pose_frames(frames), args.repeats) / 8  # noqa: B023
         print(
-            f"{n:>7} Gaussians: pose {inference:6.2f} ms (no grad), "
+            f"{n:>7} Gaussians: pose {inference:6.2f} ms (no grad, numba; torch {torch_ms:.2f} ms, "
+            f"{torch_ms / inference:.1f}x), "
             f"{training:6.2f} ms (autograd), pose_frames {batched:6.2f} ms/frame (T=8)"
         )
 

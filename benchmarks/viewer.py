@@ -147,6 +147,9 @@ def main() -> None:
     ap.add_argument("--browser", action="store_true", help="also measure drift in Chromium")
     ap.add_argument("--gaussians", type=int, default=None, help="build an avatar this large")
     ap.add_argument("--fps-only", action="store_true", help="only frames per second")
+    ap.add_argument(
+        "--modes", default="image,splats", help="comma-separated viewer modes to measure"
+    )
     args = ap.parse_args()
 
     from avatar.threads import configure_interactive
@@ -169,7 +172,7 @@ def main() -> None:
         f"CPU cores: {os.cpu_count()}, load average before: {_load()}; "
         f"avatar of {len(avatar)} Gaussians"
     )
-    for mode in ("image", "splats"):
+    for mode in args.modes.split(","):
         for clients in (1, 3):
             fps = measure_fps(models, mode, clients, args.size, args.seconds)
             print(

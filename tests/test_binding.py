@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from avatar import binding, binding_kernels
 from avatar.binding import GaussianAvatar, bind_to_triangles, triangle_frames
 from avatar.errors import TalkingAvatarError
 from avatar.gaussians import Gaussians
@@ -251,6 +252,48 @@ def test_gradients_flow_to_local_parameters_and_vertices():
         avatar.local_log_scales[:5].detach().clone().requires_grad_(),
     )
     assert torch.autograd.gradcheck(world, inputs)
+
+
+def torch_pose(avatar: GaussianAvatar, vertices: torch.Tensor) -> Gaussians:
+    """`pose` through its torch code: a vertex tensor that wants a gradient keeps it there."""
+    posed = avatar.pose(vertices.detach().clone().requires_grad_())
+    return dataclasses.replace(
+        posed, **{k: getattr(posed, k).detach() for k in ("means", "quats", "scales", "normals")}
+    )
+
+
+def test_numba_pose_matches_the_torch_pose(monkeypatch):
+    """Frames that want no gradient are posed by numba kernels; they give torch's numbers.
+    Turned meshes make every branch of the matrix-to-quaternion step run."""
+    calls = []
+    monkeypatch.setattr(
+        binding, "pose_arrays", lambda *a: calls.append(1) or binding_kernels.pose_arrays(*a)
+    )
+    vertices, faces = grid_mesh(size=9)
+    vertices = torch.cat((vertices, torch.zeros(3, 3)))  # and one degenerate triangle
+    faces = torch.cat((faces, torch.tensor([[len(vertices) - 3, len(vertices) - 2, 81]])))
+    avatar = random_avatar(faces, n=2000)
+    turns = [torch.eye(3)] + [quat_to_matrix(q) for q in torch.eye(4)[1:]]  # half turns
+    turns += [random_rotation(seed) for seed in range(4)]
+    for turn in turns:
+        posed_vertices = vertices @ turn.T + torch.tensor([0.01, -0.2, 0.5])
+        fast, slow = avatar.pose(posed_vertices), torch_pose(avatar, posed_vertices)
+        for name in ("means", "quats", "scales", "normals"):
+            ours, theirs = getattr(fast, name), getattr(slow, name)
+            assert ours.dtype == torch.float32 and ours.shape == theirs.shape, name
+            torch.testing.assert_close(ours, theirs, atol=2e-6, rtol=0, msg=name)
+        assert fast.opacities is slow.opacities and fast.sh is avatar.sh
+    assert len(calls) == len(turns)
+
+
+def test_pose_keeps_gradients_and_other_dtypes_on_the_torch_path(monkeypatch):
+    monkeypatch.setattr(binding, "pose_arrays", lambda *a: pytest.fail("numba path taken"))
+    vertices, faces = grid_mesh()
+    avatar = random_avatar(faces)
+    avatar.local_means.requires_grad_()
+    assert avatar.pose(vertices).means.requires_grad
+    avatar64 = random_avatar(faces, dtype=torch.float64)
+    assert avatar64.pose(vertices.double()).means.dtype == torch.float64
 
 
 def test_pose_checks_its_inputs():
