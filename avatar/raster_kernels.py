@@ -47,6 +47,8 @@ threads.use_tbb()
 
 #: Tile side in pixels (gsplat's default; the compositing kernel is written for 16).
 TILE = 16
+_TILE_SHIFT = 4
+assert TILE == 1 << _TILE_SHIFT
 #: Largest alpha one Gaussian may have at a pixel (3DGS; gsplat uses 0.999).
 ALPHA_MAX = 0.99
 #: Contributions below this alpha are skipped.
@@ -223,12 +225,18 @@ def _depth_order_py(depth_bits, status, keys, scratch_keys, order, scratch_order
     `depth_bits` [N] u32 are the float32 depths' bits: for positive floats they order like the
     values. LSD radix sort, 3 passes of 11 bits, stable, so equal depths keep index order (the
     same order as a sort on packed (depth bits << 32 | index) keys). A pass whose digit is the
-    same for every key is skipped: a head's depths share their top bits.
+    same for every key is skipped: a head's depths share their top bits. The keys are the bits
+    less the smallest visible one (the same order), so a head whose depths straddle a power of
+    two, as the default avatar's do, needs two passes rather than three.
     """
+    low = np.uint32(0xFFFFFFFF)
+    for i in range(depth_bits.shape[0]):
+        if status[i] == VISIBLE and depth_bits[i] < low:
+            low = depth_bits[i]
     m = 0
     for i in range(depth_bits.shape[0]):
         if status[i] == VISIBLE:
-            keys[m] = depth_bits[i]
+            keys[m] = depth_bits[i] - low
             order[m] = i
             m += 1
     hist = np.empty(2048, np.int64)
@@ -255,6 +263,13 @@ def _depth_order_py(depth_bits, status, keys, scratch_keys, order, scratch_order
     return m, order
 
 
+#: How many Gaussians ahead the gather asks for the records it reads by id. Right after the
+#: projection those lines sit in the cache of whichever core wrote them, and each read waited
+#: for one: 100k visible Gaussians, 2.9-3.3 -> 1.8-2.2 ms in a frame (16-32 alike, 64 worse).
+#: Measured in isolation, on warm caches, it made no difference, which is how it was missed.
+_GATHER_PREFETCH = 24
+
+
 def _gather_py(order, record, depth, sh_dc, colors, use_sh_dc, rect, packed, rect_sorted):
     """Visible Gaussians in depth order: packed [M, NREC] f32 records and their pixel boxes.
 
@@ -263,8 +278,15 @@ def _gather_py(order, record, depth, sh_dc, colors, use_sh_dc, rect, packed, rec
     from `colors` [M, 3] (already in depth order), or, when `use_sh_dc`, straight from the
     degree-0 coefficients `sh_dc` [N, 3]: max(SH_C0 * dc + 0.5, 0).
     """
-    for j in prange(order.shape[0]):
+    m = order.shape[0]
+    for j in prange(m):
         i = order[j]
+        if j + _GATHER_PREFETCH < m:  # reads by id: ask for them ahead (see _GATHER_PREFETCH)
+            ahead = order[j + _GATHER_PREFETCH]
+            _prefetch_row(record, ahead)
+            _prefetch_row(rect, ahead)
+            if use_sh_dc:
+                _prefetch_row(sh_dc, ahead)
         packed[j, _MX] = record[i, 0]
         packed[j, _MY] = record[i, 1]
         for c in range(3):
@@ -292,13 +314,17 @@ def _bin_py(rect_sorted, tiles_x, tiles_y, n_chunks):
     n_tiles = tiles_x * tiles_y
     counts = np.zeros((n_chunks, n_tiles), np.int64)
     for ch in prange(n_chunks):
+        run_counts = counts[ch]
         lo, hi = (m * ch) // n_chunks, (m * (ch + 1)) // n_chunks
         for j in range(lo, hi):
-            tx0, tx1 = rect_sorted[j, 0] // TILE, rect_sorted[j, 1] // TILE
-            ty0, ty1 = rect_sorted[j, 2] // TILE, rect_sorted[j, 3] // TILE
+            # boxes hold pixels >= 0, so a shift is the floor division (numba's // on signed
+            # integers adds the negative-case fix-up; with the row view, 15 % off this stage)
+            tx0, tx1 = rect_sorted[j, 0] >> _TILE_SHIFT, rect_sorted[j, 1] >> _TILE_SHIFT
+            ty0, ty1 = rect_sorted[j, 2] >> _TILE_SHIFT, rect_sorted[j, 3] >> _TILE_SHIFT
             for ty in range(ty0, ty1 + 1):
+                row = ty * tiles_x
                 for tx in range(tx0, tx1 + 1):
-                    counts[ch, ty * tiles_x + tx] += 1
+                    run_counts[row + tx] += 1
     offsets = np.empty(n_tiles + 1, np.int64)
     running = 0
     for t in range(n_tiles):
@@ -310,15 +336,17 @@ def _bin_py(rect_sorted, tiles_x, tiles_y, n_chunks):
     offsets[n_tiles] = running
     ids = np.empty(running, np.int32)
     for ch in prange(n_chunks):
+        cursors = counts[ch]
         lo, hi = (m * ch) // n_chunks, (m * (ch + 1)) // n_chunks
         for j in range(lo, hi):
-            tx0, tx1 = rect_sorted[j, 0] // TILE, rect_sorted[j, 1] // TILE
-            ty0, ty1 = rect_sorted[j, 2] // TILE, rect_sorted[j, 3] // TILE
+            tx0, tx1 = rect_sorted[j, 0] >> _TILE_SHIFT, rect_sorted[j, 1] >> _TILE_SHIFT
+            ty0, ty1 = rect_sorted[j, 2] >> _TILE_SHIFT, rect_sorted[j, 3] >> _TILE_SHIFT
             for ty in range(ty0, ty1 + 1):
+                row = ty * tiles_x
                 for tx in range(tx0, tx1 + 1):
-                    t = ty * tiles_x + tx
-                    ids[counts[ch, t]] = j
-                    counts[ch, t] += 1
+                    t = row + tx
+                    ids[cursors[t]] = j
+                    cursors[t] += 1
     return offsets, ids
 
 
