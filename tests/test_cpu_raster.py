@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import threading
@@ -257,3 +258,26 @@ def test_tile_lists_are_exact_and_in_depth_order():
             & (rect[:, 3] // 16 >= ty)
         )
         np.testing.assert_array_equal(ids[offsets[t] : offsets[t + 1]], np.flatnonzero(hit))
+
+
+def test_kept_log_thresholds_follow_the_opacities_however_they_change():
+    """The projection's ln(opacity / ALPHA_MIN) are kept per opacity tensor across frames;
+    numbers changed behind torch's back (through a numpy view: no version bump) are seen."""
+    scene = random_scene(300, 5)
+    opacities = scene["opacities"].clone()
+    scene["opacities"] = opacities
+    first = rasterize(**scene)
+    assert torch.equal(rasterize(**scene).color, first.color)  # the kept entry, same image
+    opacities.numpy()[:150] *= 0.25
+    changed = rasterize(**scene)
+    fresh = rasterize(**{**scene, "opacities": opacities.clone()})  # a tensor never seen
+    assert not torch.equal(changed.color, first.color)
+    assert torch.equal(changed.color, fresh.color)
+    expected = np.log(opacities.numpy().astype(np.float64) / cpu_raster.ALPHA_MIN)
+    kept = cpu_raster._THRESHOLDS.get(opacities, opacities.numpy())
+    np.testing.assert_allclose(kept, expected, rtol=1e-15)
+    key = id(opacities)
+    assert key in cpu_raster._THRESHOLDS._entries
+    del scene, opacities
+    gc.collect()
+    assert key not in cpu_raster._THRESHOLDS._entries  # an entry leaves with its tensor
