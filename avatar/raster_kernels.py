@@ -236,8 +236,8 @@ def _depth_order_py(depth_bits, status, keys, scratch_keys, order, scratch_order
     values. LSD radix sort, 3 passes of 11 bits, stable, so equal depths keep index order (the
     same order as a sort on packed (depth bits << 32 | index) keys). A pass whose digit is the
     same for every key is skipped: a head's depths share their top bits. The keys are the bits
-    less the smallest visible one (the same order), so a head whose depths straddle a power of
-    two, as the default avatar's do, needs two passes rather than three.
+    less the smallest visible one (the same order): a head whose depth bits span less than
+    2^22 but cross a multiple of it (the default avatar's do) needs two passes, not three.
     """
     low = np.uint32(0xFFFFFFFF)
     for i in range(depth_bits.shape[0]):
