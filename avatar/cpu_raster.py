@@ -22,7 +22,6 @@ compositing tiles in parallel. The kernels, and why they are fast, are in
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -178,20 +177,20 @@ class _Thresholds:
     caches it), so the projection need not take a log per Gaussian per frame (a quarter of its
     time). An entry is used only while its tensor lives and holds the same numbers (compared
     in full: 100k in ~0.05 ms, a tenth of the logs, and right however the numbers changed).
-    Thread-safe, as the viewer's tabs render at once (a race at worst computes one twice).
+    Safe for the viewer's tabs rendering at once: each step is one dict operation, atomic in
+    Python, and a race at worst computes an entry twice. (No lock: the weak reference's
+    callback may run from the garbage collector inside any allocation, a held lock included.)
     """
 
     def __init__(self) -> None:
         # id(tensor) -> (weak reference, float32 numbers, thresholds); by identity, since a
         # tensor's == is elementwise; an entry leaves with its tensor
         self._entries: dict[int, tuple] = {}
-        self._lock = threading.Lock()
 
     def get(self, tensor: torch.Tensor, values: np.ndarray) -> np.ndarray:
         """The thresholds `[N]` float64 of `values` (`tensor`'s numbers as float32 `[N]`)."""
         key = id(tensor)
-        with self._lock:
-            entry = self._entries.get(key)
+        entry = self._entries.get(key)
         if (
             entry is not None
             and entry[0]() is tensor
@@ -202,14 +201,10 @@ class _Thresholds:
         out = np.empty(values.shape[0], np.float64)
         with numba.parallel_chunksize(_GAUSSIANS_PER_CHUNK):
             KERNELS.thresholds(values, out)
-        ref = weakref.ref(tensor, lambda _, key=key: self._forget(key))
-        with self._lock:
-            self._entries[key] = (ref, values.copy(), out)
+        entries = self._entries
+        ref = weakref.ref(tensor, lambda _, key=key: entries.pop(key, None))
+        entries[key] = (ref, values.copy(), out)
         return out
-
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
 
 
 _THRESHOLDS = _Thresholds()
