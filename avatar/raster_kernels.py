@@ -318,23 +318,34 @@ def _bin_py(rect_sorted, tiles_x, tiles_y, n_chunks):
 
     The depth-sorted Gaussians are split into `n_chunks` contiguous runs counted and filled in
     parallel; a tile's entries from run k follow those from run k - 1, so each list stays sorted.
+    Counting adds each box to a difference grid (four updates per Gaussian, not one per tile:
+    the loops over a box's tiles mispredict their exits) whose prefix sums are the counts.
     (Fusing the gather into the counting pass saves a parallel region but measured 1.3x slower.)
     """
     m = rect_sorted.shape[0]
     n_tiles = tiles_x * tiles_y
-    counts = np.zeros((n_chunks, n_tiles), np.int64)
+    # per run: +1 at a box's first tile, -1 past its last column and past its last row, +1
+    # past both; boxes hold pixels >= 0, so a shift is the floor division (numba's // on
+    # signed integers adds the negative-case fix-up)
+    diff = np.zeros((n_chunks, tiles_y + 1, tiles_x + 1), np.int64)
     for ch in prange(n_chunks):
-        run_counts = counts[ch]
+        grid = diff[ch]
         lo, hi = (m * ch) // n_chunks, (m * (ch + 1)) // n_chunks
         for j in range(lo, hi):
-            # boxes hold pixels >= 0, so a shift is the floor division (numba's // on signed
-            # integers adds the negative-case fix-up; with the row view, 15 % off this stage)
-            tx0, tx1 = rect_sorted[j, 0] >> _TILE_SHIFT, rect_sorted[j, 1] >> _TILE_SHIFT
-            ty0, ty1 = rect_sorted[j, 2] >> _TILE_SHIFT, rect_sorted[j, 3] >> _TILE_SHIFT
-            for ty in range(ty0, ty1 + 1):
-                row = ty * tiles_x
-                for tx in range(tx0, tx1 + 1):
-                    run_counts[row + tx] += 1
+            tx0, tx1 = rect_sorted[j, 0] >> _TILE_SHIFT, (rect_sorted[j, 1] >> _TILE_SHIFT) + 1
+            ty0, ty1 = rect_sorted[j, 2] >> _TILE_SHIFT, (rect_sorted[j, 3] >> _TILE_SHIFT) + 1
+            grid[ty0, tx0] += 1
+            grid[ty0, tx1] -= 1
+            grid[ty1, tx0] -= 1
+            grid[ty1, tx1] += 1
+    counts = np.empty((n_chunks, n_tiles), np.int64)
+    for ch in range(n_chunks):
+        for ty in range(tiles_y):
+            along = 0
+            for tx in range(tiles_x):
+                along += diff[ch, ty, tx]
+                above = counts[ch, (ty - 1) * tiles_x + tx] if ty > 0 else 0
+                counts[ch, ty * tiles_x + tx] = along + above
     offsets = np.empty(n_tiles + 1, np.int64)
     running = 0
     for t in range(n_tiles):
