@@ -45,9 +45,9 @@ def _frames_py(vertices, faces, eps2, out):
         nx, ny, nz, _ = _unit(ay * e2z - az * e2y, az * e2x - ax * e2z, ax * e2y - ay * e2x, eps2)
         px, py, pz, _ = _unit(ay * nz - az * ny, az * nx - ax * nz, ax * ny - ay * nx, eps2)
         row = out[f]
-        row[0], row[1], row[2] = ax, nx, px
-        row[3], row[4], row[5] = ay, ny, py
-        row[6], row[7], row[8] = az, nz, pz
+        row[_ROT + 0], row[_ROT + 1], row[_ROT + 2] = ax, nx, px
+        row[_ROT + 3], row[_ROT + 4], row[_ROT + 5] = ay, ny, py
+        row[_ROT + 6], row[_ROT + 7], row[_ROT + 8] = az, nz, pz
         # matrix_to_quat: the row of 4 q q^T with the largest diagonal entry, normalised, w >= 0
         m00, m01, m02, m10, m11, m12, m20, m21, m22 = ax, nx, px, ay, ny, py, az, nz, pz
         d0 = 1.0 + m00 + m11 + m22
@@ -65,9 +65,10 @@ def _frames_py(vertices, faces, eps2, out):
         norm = max(math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
         if qw < 0.0:
             norm = -norm
-        row[9], row[10], row[11], row[12] = qw / norm, qx / norm, qy / norm, qz / norm
+        row[_QUAT], row[_QUAT + 1] = qw / norm, qx / norm
+        row[_QUAT + 2], row[_QUAT + 3] = qy / norm, qz / norm
         height = abs(px * e2x + py * e2y + pz * e2z)
-        row[13] = 0.5 * (edge + height)
+        row[_SCALE] = 0.5 * (edge + height)
         for c in range(3):
             row[_CENTRE + c] = (vertices[i0, c] + vertices[i1, c] + vertices[i2, c]) / 3.0
 
@@ -81,11 +82,10 @@ def _gaussians_py(
         s = fr[_SCALE]
         lx, ly, lz = local_means[i, 0], local_means[i, 1], local_means[i, 2]
         for r in range(3):
-            means[i, r] = (fr[3 * r] * lx + fr[3 * r + 1] * ly + fr[3 * r + 2] * lz) * s + fr[
-                _CENTRE + r
-            ]
+            rot = _ROT + 3 * r  # row r of R
+            means[i, r] = (fr[rot] * lx + fr[rot + 1] * ly + fr[rot + 2] * lz) * s + fr[_CENTRE + r]
             scales[i, r] = local_scales[i, r] * s
-            normals[i, r] = fr[3 * r + 1]
+            normals[i, r] = fr[rot + 1]  # R's second column, the normal
         aw, ax, ay, az = fr[_QUAT], fr[_QUAT + 1], fr[_QUAT + 2], fr[_QUAT + 3]
         bw, bx, by, bz = unit_quats[i, 0], unit_quats[i, 1], unit_quats[i, 2], unit_quats[i, 3]
         quats[i, 0] = aw * bw - ax * bx - ay * by - az * bz

@@ -740,12 +740,11 @@ class Kernels:
         opts = dict(parallel=True, cache=True, nogil=True)
         # The projection may contract and reassociate (18 % faster) but keeps NaN/inf
         # semantics ("nnan"/"ninf" left out), so its `not (x >= y)` tests still cull NaN input.
-        self.project = njit(fastmath={"contract", "arcp", "afn", "reassoc", "nsz"}, **opts)(
-            _project_py
-        )
-        self.thresholds = njit(fastmath={"contract", "arcp", "afn", "reassoc", "nsz"}, **opts)(
-            _thresholds_py
-        )
+        # The thresholds it reads take the same flags: the log they compute is the one the
+        # projection used to compute itself.
+        projection_math = {"contract", "arcp", "afn", "reassoc", "nsz"}
+        self.project = njit(fastmath=projection_math, **opts)(_project_py)
+        self.thresholds = njit(fastmath=projection_math, **opts)(_thresholds_py)
         self.gather = njit(**opts)(_gather_py)
         self.bin = njit(**opts)(_bin_py)
         self.depth_order = njit(cache=True, nogil=True)(_depth_order_py)  # serial: 0.5 ms
